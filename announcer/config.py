@@ -1,0 +1,171 @@
+"""Settings: defaults in one place, then the TOML file, then validation.
+
+The file is found from ``--config PATH``, else ``$ANNOUNCER_CONFIG``, else
+``/etc/announcer/announcer.toml``; when none of these exists the defaults
+apply. ``$ANNOUNCER_REDIS_URL`` overrides ``[redis] url``. Unknown keys are
+errors, and every error names the key and what it expects.
+"""
+
+from __future__ import annotations
+
+import codecs
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from announcer import phones
+
+DEFAULT_PATH = Path("/etc/announcer/announcer.toml")
+CONFIG_ENV = "ANNOUNCER_CONFIG"
+REDIS_URL_ENV = "ANNOUNCER_REDIS_URL"
+
+ProbeName = Literal["icmp", "snmp", "icmp+snmp"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RedisSettings(_Section):
+    url: str = "redis://127.0.0.1:6379/0"
+    """redis://, rediss:// or unix:// URL of the Redis that holds everything."""
+    prefix: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$")] = "announcer"
+    """Every key starts with this and a colon; instances sharing it share state."""
+    timeout_ms: Annotated[int, Field(gt=0, le=60_000)] = 2_000
+
+    @field_validator("url")
+    @classmethod
+    def _scheme(cls, url: str) -> str:
+        if not url.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("expected a URL starting with redis://, rediss:// or unix://")
+        return url
+
+
+class PhoneSettings(_Section):
+    default_region: str = "RU"
+    """Region whose national formats (8 916 ..., 916 ...) numbers are read in."""
+
+    @field_validator("default_region")
+    @classmethod
+    def _region(cls, region: str) -> str:
+        if not phones.valid_region(region):
+            raise ValueError("expected a two-letter region code known to phonenumbers, e.g. RU")
+        return region
+
+
+class InventorySettings(_Section):
+    districts_csv: Path | None = None
+    switches_csv: Path | None = None
+    subscribers_csv: Path | None = None
+    csv_encoding: str = "utf-8"
+    """Encoding of the CSV files; billing systems on Windows often write cp1251."""
+    max_bad_share: Annotated[float, Field(ge=0.0, le=1.0)] = 0.05
+    """Bad rows tolerated per table before the whole import is refused."""
+    default_probe: ProbeName = "icmp"
+
+    @field_validator("csv_encoding")
+    @classmethod
+    def _encoding(cls, encoding: str) -> str:
+        try:
+            codecs.lookup(encoding)
+        except LookupError:
+            raise ValueError("expected an encoding Python knows, e.g. utf-8 or cp1251") from None
+        return encoding
+
+
+class BillingSettings(_Section):
+    url: str | None = None
+    """SQLAlchemy URL: postgresql+psycopg://user:pass@host/db or mysql+pymysql://..."""
+    districts_query: str = "SELECT id, name FROM districts"
+    switches_query: str = "SELECT id, address, district, parent FROM switches"
+    subscribers_query: str = "SELECT phone, switch FROM subscribers"
+    connect_timeout_s: Annotated[float, Field(gt=0, le=300)] = 10.0
+
+    @field_validator("url")
+    @classmethod
+    def _driver(cls, url: str | None) -> str | None:
+        if url is not None and not url.startswith(("postgresql", "mysql", "mariadb")):
+            raise ValueError(
+                "expected a postgresql+psycopg://, mysql+pymysql:// or mariadb+pymysql:// URL"
+            )
+        return url
+
+
+class Settings(_Section):
+    redis: RedisSettings = RedisSettings()
+    phones: PhoneSettings = PhoneSettings()
+    inventory: InventorySettings = InventorySettings()
+    billing: BillingSettings = BillingSettings()
+
+
+class ConfigError(Exception):
+    """A configuration that cannot be used; ``problems`` are one line each."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.source = source
+        self.problems = problems
+        super().__init__("\n".join(f"{source}: {p}" for p in problems))
+
+
+@dataclass(frozen=True)
+class Loaded:
+    settings: Settings
+    source: str
+    """The file read, or a note that defaults are in force."""
+
+
+def _describe(error: Any, model: type[BaseModel]) -> str:
+    loc = [str(part) for part in error["loc"]]
+    key = ".".join(loc) if loc else "(top level)"
+    if error["type"] == "extra_forbidden":
+        section: type[BaseModel] = model
+        for part in loc[:-1]:
+            annotation = section.model_fields[part].annotation
+            if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+                break
+            section = annotation
+        known = ", ".join(section.model_fields)
+        return f"{key}: unknown key; expected one of: {known}"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    got = error.get("input")
+    shown = "" if isinstance(got, dict) else f" (got {got!r})"
+    return f"{key}: {message[0].lower()}{message[1:]}{shown}"
+
+
+def parse(text: str, source: str, env: Mapping[str, str] | None = None) -> Settings:
+    """Validate TOML text; raise ``ConfigError`` naming every bad key."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(source, [f"not valid TOML: {exc}"]) from None
+    url = (os.environ if env is None else env).get(REDIS_URL_ENV)
+    if url:
+        redis = data.setdefault("redis", {})
+        if isinstance(redis, dict):
+            redis["url"] = url
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        problems = [_describe(e, Settings) for e in exc.errors()]
+        raise ConfigError(source, problems) from None
+
+
+def load(path: Path | None = None, env: Mapping[str, str] | None = None) -> Loaded:
+    """Find, read and validate the configuration."""
+    env = os.environ if env is None else env
+    explicit = path is not None or bool(env.get(CONFIG_ENV))
+    chosen = path or Path(env.get(CONFIG_ENV) or DEFAULT_PATH)
+    try:
+        text = chosen.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        if explicit:
+            raise ConfigError(str(chosen), ["file not found; check the path"]) from None
+        return Loaded(parse("", "defaults", env), f"defaults (no {chosen})")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(str(chosen), [f"cannot read: {exc}"]) from None
+    return Loaded(parse(text, str(chosen), env), str(chosen))

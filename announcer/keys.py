@@ -1,0 +1,107 @@
+"""Every Redis key announcer uses, under one configurable prefix.
+
+The inventory is stored in *generations*: an import writes a complete new
+generation next to the live one, then flips ``inventory`` (a hash holding the
+live generation number and its bucket count) in one command. Readers resolve
+the generation and read its data inside one Lua script, so they see the old
+inventory or the new one, never a mix.
+
+Layout (``P`` is the prefix, ``G`` a generation number)::
+
+    P:inventory                 hash  gen, buckets, imported_at, source, counts
+    P:inventory:seq             int   last generation number handed out
+    P:inventory:gens            set   generations that may still have keys
+    P:inventory:lock            str   held by a running import (expires)
+    P:inv:G:districts           hash  district id -> {"name": ...}
+    P:inv:G:switches            hash  switch index -> {"id", "address", "district", ...}
+    P:inv:G:switch-index        hash  switch id -> switch index
+    P:inv:G:phones:B            hash  E.164 digits -> switch index       (B = bucket)
+    P:inv:G:details:B           hash  E.164 digits -> {"account", "port", "address"}
+
+Phone numbers are spread over ``buckets`` small hashes so that Redis keeps
+each in its compact listpack encoding (about 16 bytes a subscriber instead
+of about 72 for one key per number). ``bucket_of`` is the one definition of
+which bucket a number lives in; ``lookup.lua`` computes the same.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+#: Suffixes under a generation; substituted into lookup.lua so that the Lua
+#: script and this module cannot disagree.
+DISTRICTS = "districts"
+SWITCHES = "switches"
+SWITCH_INDEX = "switch-index"
+PHONES = "phones"
+DETAILS = "details"
+
+#: Digits at the end of a number that choose its bucket.
+BUCKET_DIGITS = 6
+#: Average numbers per bucket. Redis 7 keeps a hash in a listpack up to
+#: ``hash-max-listpack-entries`` (128 by default); 64 on average leaves the
+#: fullest bucket of a million numbers comfortably below that.
+BUCKET_FILL = 64
+
+
+def bucket_count(numbers: int) -> int:
+    """How many phone buckets a generation of ``numbers`` numbers gets."""
+    return max(1, -(-numbers // BUCKET_FILL))
+
+
+def bucket_of(digits: str, buckets: int) -> int:
+    """The bucket of an E.164 number given as digits without the plus."""
+    return int(digits[-BUCKET_DIGITS:]) % buckets
+
+
+@dataclass(frozen=True)
+class Keys:
+    """Key names under ``prefix``; the only place that spells a key."""
+
+    prefix: str = "announcer"
+
+    def _k(self, *parts: str | int) -> str:
+        return ":".join((self.prefix, *map(str, parts)))
+
+    @property
+    def inventory(self) -> str:
+        return self._k("inventory")
+
+    @property
+    def inventory_seq(self) -> str:
+        return self._k("inventory", "seq")
+
+    @property
+    def inventory_gens(self) -> str:
+        return self._k("inventory", "gens")
+
+    @property
+    def inventory_lock(self) -> str:
+        return self._k("inventory", "lock")
+
+    @property
+    def generations(self) -> str:
+        """What every generation's keys start with, before the number."""
+        return self._k("inv") + ":"
+
+    def generation_prefix(self, gen: int | str) -> str:
+        """Prefix of every key of one generation, ending in a colon."""
+        return f"{self.generations}{gen}:"
+
+    def generation_pattern(self, gen: int | str) -> str:
+        return self.generation_prefix(gen) + "*"
+
+    def districts(self, gen: int | str) -> str:
+        return self.generation_prefix(gen) + DISTRICTS
+
+    def switches(self, gen: int | str) -> str:
+        return self.generation_prefix(gen) + SWITCHES
+
+    def switch_index(self, gen: int | str) -> str:
+        return self.generation_prefix(gen) + SWITCH_INDEX
+
+    def phones(self, gen: int | str, bucket: int) -> str:
+        return f"{self.generation_prefix(gen)}{PHONES}:{bucket}"
+
+    def details(self, gen: int | str, bucket: int) -> str:
+        return f"{self.generation_prefix(gen)}{DETAILS}:{bucket}"

@@ -1,0 +1,95 @@
+"""What would this caller hear, and why: the one function every PBX mode calls.
+
+``Lookup`` normalises the caller ID the same way the import normalised
+billing's numbers, then asks Redis in one round trip (``lookup.lua``) for the
+subscriber's switch and district. The CLI, the FastAGI server and the
+benchmarks all call it; nothing here prints.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, replace
+from importlib import resources
+from string import Template
+from typing import Any
+
+from redis.asyncio import Redis
+
+from announcer import keys as layout
+from announcer.keys import Keys
+from announcer.phones import PhoneNormaliser, Rejected, e164, is_withheld
+
+
+def _script_source() -> str:
+    text = resources.files("announcer").joinpath("lookup.lua").read_text(encoding="utf-8")
+    return Template(text).substitute(
+        BUCKET_DIGITS=layout.BUCKET_DIGITS,
+        PHONES=layout.PHONES,
+        SWITCHES=layout.SWITCHES,
+        DISTRICTS=layout.DISTRICTS,
+        DETAILS=layout.DETAILS,
+    )
+
+
+@dataclass(frozen=True)
+class Answer:
+    """The lookup's verdict for one caller ID."""
+
+    caller_id: str
+    phone: str | None
+    """E.164 with the plus, or None when withheld or not a number"""
+    known: bool
+    switch: str | None
+    district: str | None
+    district_name: str | None
+    prompt: str | None
+    """sound to play (relative to Asterisk's sounds directory, no extension)"""
+    announcement: str | None
+    reason: str
+    account: str | None = None
+    port: str | None = None
+    address: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Lookup:
+    def __init__(self, redis: Redis, keys: Keys, normaliser: PhoneNormaliser) -> None:
+        self.keys = keys
+        self.normaliser = normaliser
+        self._script = redis.register_script(_script_source())
+
+    async def __call__(self, caller_id: str | None) -> Answer:
+        shown = caller_id or ""
+        digits: str | Rejected = "" if is_withheld(caller_id) else self.normaliser.normalise(shown)
+        asked = "" if isinstance(digits, Rejected) else digits
+        gen, switch_raw, district_raw, details_raw = await self._script(
+            keys=[self.keys.inventory], args=[asked, self.keys.generations]
+        )
+        answer = Answer(shown, None, False, None, None, None, None, None, "")
+        if not asked:
+            why = digits.reason if isinstance(digits, Rejected) else "the caller ID is withheld"
+            return replace(
+                answer, reason=f"{why}: only announcements for everyone apply; none is active"
+            )
+        answer = replace(answer, phone=e164(asked))
+        if gen is None:
+            return replace(answer, reason="no inventory has been imported yet")
+        if switch_raw is None:
+            return replace(answer, reason=f"{e164(asked)} is not in the inventory; none is active")
+        switch = json.loads(switch_raw)
+        name = json.loads(district_raw)["name"] if district_raw else None
+        details = json.loads(details_raw) if details_raw else {}
+        return replace(
+            answer,
+            known=True,
+            switch=switch["id"],
+            district=switch["district"],
+            district_name=name,
+            reason=f"known subscriber on switch {switch['id']} in {name}; nothing is active",
+            account=details.get("account"),
+            port=details.get("port"),
+            address=details.get("address"),
+        )
