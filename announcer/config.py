@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import codecs
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -34,7 +35,7 @@ class _Section(BaseModel):
 class RedisSettings(_Section):
     url: str = "redis://127.0.0.1:6379/0"
     """redis://, rediss:// or unix:// URL of the Redis that holds everything."""
-    prefix: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_.\-]+$")] = "announcer"
+    prefix: str = "announcer"
     """Every key starts with this and a colon; instances sharing it share state."""
     timeout_ms: Annotated[int, Field(gt=0, le=60_000)] = 2_000
 
@@ -44,6 +45,13 @@ class RedisSettings(_Section):
         if not url.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("expected a URL starting with redis://, rediss:// or unix://")
         return url
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, prefix: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9_.\-]+", prefix):
+            raise ValueError("expected letters, digits, '_', '.' or '-' only, at least one")
+        return prefix
 
 
 class PhoneSettings(_Section):
@@ -119,9 +127,16 @@ class Loaded:
     """The file read, or a note that defaults are in force."""
 
 
+def _key(loc: list[str]) -> str:
+    """``["redis", "url"]`` -> ``[redis] url``, as an admin sees it in the file."""
+    if not loc:
+        return "(top level)"
+    return f"[{loc[0]}] {'.'.join(loc[1:])}" if len(loc) > 1 else f"[{loc[0]}]"
+
+
 def _describe(error: Any, model: type[BaseModel]) -> str:
     loc = [str(part) for part in error["loc"]]
-    key = ".".join(loc) if loc else "(top level)"
+    key = _key(loc)
     if error["type"] == "extra_forbidden":
         section: type[BaseModel] = model
         for part in loc[:-1]:
@@ -130,10 +145,13 @@ def _describe(error: Any, model: type[BaseModel]) -> str:
                 break
             section = annotation
         known = ", ".join(section.model_fields)
-        return f"{key}: unknown key; expected one of: {known}"
-    message = str(error["msg"]).removeprefix("Value error, ")
+        what = "section" if len(loc) == 1 else "key"
+        return f"{key}: unknown {what}; expected one of: {known}"
     got = error.get("input")
     shown = "" if isinstance(got, dict) else f" (got {got!r})"
+    if error["type"] in ("model_type", "dict_type"):
+        return f"{key}: expected a section [{'.'.join(loc)}] with keys{shown}"
+    message = str(error["msg"]).removeprefix("Value error, ")
     return f"{key}: {message[0].lower()}{message[1:]}{shown}"
 
 

@@ -90,7 +90,10 @@ class PhoneNormaliser:
         except phonenumbers.NumberParseException:
             rejected = Rejected(f"{raw.strip()!r} is not a phone number")
             return rejected, rejected
-        if not phonenumbers.is_possible_number(number):
+        # IS_POSSIBLE_LOCAL_ONLY (a number without its area code) is not enough:
+        # the same seven digits exist in every city.
+        possible = phonenumbers.is_possible_number_with_reason(number)
+        if possible != phonenumbers.ValidationResult.IS_POSSIBLE:
             rejected = Rejected(
                 f"{raw.strip()!r} has the wrong number of digits for a phone number"
                 f" in region {self.region} or with its country code"

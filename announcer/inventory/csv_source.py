@@ -42,8 +42,10 @@ def _has_undecodable(cells: list[str]) -> bool:
 def _rows(stream: TextIO, header: list[str], delimiter: str, encoding: str) -> Iterator[Row]:
     reader = csv.reader(stream, delimiter=delimiter)
     width = len(header)
+    ended = 1  # the header line, read before the reader started
     for cells in reader:
-        line = reader.line_num
+        line = ended + 1  # where this row starts, even if a quoted cell spans lines
+        ended = reader.line_num + 1
         if not cells or (len(cells) == 1 and not cells[0].strip()):
             continue
         if _has_undecodable(cells):

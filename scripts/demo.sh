@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The live demo on Debian 12, from a fresh clone: installs what is missing,
+# then runs `announcer demo` (a private Redis and a simulated city).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/system-packages.sh redis-server
+. scripts/venv.sh
+exec .venv/bin/announcer demo "$@"
