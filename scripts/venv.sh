@@ -18,7 +18,12 @@ stamp=.venv/.announcer-installed
 want=$(sha256sum pyproject.toml | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     echo "== installing announcer and its Python dependencies into .venv"
-    .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
-    .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[dev]"
+    log=.venv/pip.log
+    if ! { .venv/bin/python -m pip install --disable-pip-version-check --upgrade pip &&
+        .venv/bin/python -m pip install --disable-pip-version-check -e ".[dev]"; } >"$log" 2>&1; then
+        cat "$log" >&2
+        echo "installing the Python dependencies failed; the log is above and in $log" >&2
+        exit 1
+    fi
     echo "$want" >"$stamp"
 fi
