@@ -17,7 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from announcer import phones
 
@@ -104,11 +111,85 @@ class BillingSettings(_Section):
         return url
 
 
+class IcmpSettings(_Section):
+    interval_s: Annotated[float, Field(ge=0.5, le=3600)] = 5.0
+    """How often every ICMP-probed switch is pinged."""
+    timeout_ms: Annotated[int, Field(ge=10, le=30_000)] = 1_000
+    """How long to wait for an echo reply after the request was sent."""
+    rate_pps: Annotated[int, Field(ge=1, le=1_000_000)] = 20_000
+    """Echo requests per second at most, sent evenly (not in one burst)."""
+    privileged: bool | None = None
+    """Raw sockets (true), unprivileged ping sockets (false), or decide (unset)."""
+
+
+class SnmpProfile(_Section):
+    version: Literal["2c", "3"] = "2c"
+    port: Annotated[int, Field(ge=1, le=65535)] = 161
+    community: str = "public"
+    """v2c only."""
+    user: str | None = None
+    """v3: the USM user name; auth and priv below decide the security level."""
+    auth_protocol: Literal["MD5", "SHA", "SHA224", "SHA256", "SHA384", "SHA512"] | None = None
+    auth_key: str | None = None
+    priv_protocol: Literal["DES", "AES", "AES192", "AES256"] | None = None
+    priv_key: str | None = None
+
+    @model_validator(mode="after")
+    def _v3(self) -> SnmpProfile:
+        if self.version == "3" and not self.user:
+            raise ValueError("version 3 needs user (and usually auth_protocol and auth_key)")
+        for proto, key, name in (
+            (self.auth_protocol, self.auth_key, "auth"),
+            (self.priv_protocol, self.priv_key, "priv"),
+        ):
+            if proto and (not key or len(key) < 8):
+                raise ValueError(f"{name}_protocol needs {name}_key of at least 8 characters")
+        if self.priv_protocol and not self.auth_protocol:
+            raise ValueError("priv_protocol needs auth_protocol too (SNMPv3 has no privNoAuth)")
+        return self
+
+
+class SnmpSettings(_Section):
+    interval_s: Annotated[float, Field(ge=1, le=3600)] = 15.0
+    timeout_ms: Annotated[int, Field(ge=10, le=60_000)] = 2_000
+    retries: Annotated[int, Field(ge=0, le=10)] = 1
+    max_in_flight: Annotated[int, Field(ge=1, le=100_000)] = 1_000
+    """Requests awaiting a reply at once, across all switches."""
+    default_profile: str = "default"
+    """Profile for switches whose snmp_profile column is empty."""
+    profiles: dict[str, SnmpProfile] = {"default": SnmpProfile()}
+    """[snmp.profiles.NAME] sections; a switch names one in snmp_profile."""
+
+    @model_validator(mode="after")
+    def _default_exists(self) -> SnmpSettings:
+        if self.default_profile not in self.profiles:
+            known = ", ".join(self.profiles) or "none"
+            raise ValueError(
+                f"default_profile {self.default_profile!r} is not among the profiles ({known})"
+            )
+        return self
+
+
+class PollerSettings(_Section):
+    down_after: Annotated[int, Field(ge=1, le=100)] = 3
+    """Consecutive missed probes before a switch is down."""
+    up_after: Annotated[int, Field(ge=1, le=100)] = 2
+    """Consecutive answered probes before a down switch is up again."""
+    flap_changes: Annotated[int, Field(ge=2, le=1000)] = 4
+    """State changes within flap_window_s that make a switch flapping."""
+    flap_window_s: Annotated[float, Field(gt=0, le=86_400)] = 300.0
+    flap_quiet_s: Annotated[float, Field(gt=0, le=86_400)] = 300.0
+    """A flapping switch settles after this long without a change."""
+
+
 class Settings(_Section):
     redis: RedisSettings = RedisSettings()
     phones: PhoneSettings = PhoneSettings()
     inventory: InventorySettings = InventorySettings()
     billing: BillingSettings = BillingSettings()
+    icmp: IcmpSettings = IcmpSettings()
+    snmp: SnmpSettings = SnmpSettings()
+    poller: PollerSettings = PollerSettings()
 
 
 class ConfigError(Exception):
@@ -127,11 +208,36 @@ class Loaded:
     """The file read, or a note that defaults are in force."""
 
 
+def _section_depth(loc: list[str]) -> int:
+    """How many leading parts of ``loc`` name a section (a TOML table)."""
+    model: Any = Settings
+    depth = 0
+    parts = iter(loc)
+    for part in parts:
+        field = model.model_fields.get(part) if isinstance(model, type) else None
+        if field is None:
+            break
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            model, depth = annotation, depth + 1
+            continue
+        values = getattr(annotation, "__args__", ())
+        if getattr(annotation, "__origin__", None) is dict and len(values) == 2:
+            if next(parts, None) is None:
+                return depth
+            model, depth = values[1], depth + 2
+            continue
+        break
+    return depth
+
+
 def _key(loc: list[str]) -> str:
-    """``["redis", "url"]`` -> ``[redis] url``, as an admin sees it in the file."""
+    """``["snmp", "profiles", "noc", "port"]`` -> ``[snmp.profiles.noc] port``."""
     if not loc:
         return "(top level)"
-    return f"[{loc[0]}] {'.'.join(loc[1:])}" if len(loc) > 1 else f"[{loc[0]}]"
+    depth = max(1, _section_depth(loc))
+    section, rest = ".".join(loc[:depth]), ".".join(loc[depth:])
+    return f"[{section}] {rest}" if rest else f"[{section}]"
 
 
 def _describe(error: Any, model: type[BaseModel]) -> str:
