@@ -210,22 +210,22 @@ class Loaded:
 
 def _section_depth(loc: list[str]) -> int:
     """How many leading parts of ``loc`` name a section (a TOML table)."""
-    model: Any = Settings
+    model: type[BaseModel] = Settings
     depth = 0
     parts = iter(loc)
     for part in parts:
-        field = model.model_fields.get(part) if isinstance(model, type) else None
+        field = model.model_fields.get(part)
         if field is None:
             break
         annotation = field.annotation
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
             model, depth = annotation, depth + 1
             continue
-        values = getattr(annotation, "__args__", ())
+        values: tuple[Any, ...] = getattr(annotation, "__args__", ())
         if getattr(annotation, "__origin__", None) is dict and len(values) == 2:
             if next(parts, None) is None:
                 return depth
-            model, depth = values[1], depth + 2
+            model, depth = values[-1], depth + 2
             continue
         break
     return depth
