@@ -17,6 +17,9 @@ Layout (``P`` is the prefix, ``G`` a generation number)::
     P:inv:G:switch-index        hash  switch id -> switch index
     P:inv:G:phones:B            hash  E.164 digits -> switch index       (B = bucket)
     P:inv:G:details:B           hash  E.164 digits -> {"account", "port", "address"}
+    P:state                     hash  switch id -> {"state", "since", "reason", "root", "rtt_ms"}
+    P:events                    stream every change: kind, switch, old, new, reason, root, at
+    P:poller                    hash  the poller's last sweep: at, duration, counts
 
 Phone numbers are spread over ``buckets`` small hashes so that Redis keeps
 each in its compact listpack encoding (about 16 bytes a subscriber instead
@@ -83,6 +86,18 @@ class Keys:
     def generations(self) -> str:
         """What every generation's keys start with, before the number."""
         return self._k("inv") + ":"
+
+    @property
+    def state(self) -> str:
+        return self._k("state")
+
+    @property
+    def events(self) -> str:
+        return self._k("events")
+
+    @property
+    def poller(self) -> str:
+        return self._k("poller")
 
     def generation_prefix(self, gen: int | str) -> str:
         """Prefix of every key of one generation, ending in a colon."""

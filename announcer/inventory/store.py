@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from redis.asyncio import Redis
 
@@ -71,6 +72,19 @@ class InventoryStore:
     async def current(self) -> Generation | None:
         data: dict[str, str] = await self.redis.hgetall(self.keys.inventory)  # type: ignore[assignment]
         return Generation.from_hash(data) if data else None
+
+    async def switches(self) -> tuple[Generation | None, dict[str, dict[str, Any]]]:
+        """The live generation and its switches by id, read consistently."""
+        for _ in range(3):
+            live = await self.current()
+            if live is None:
+                return None, {}
+            raw: dict[str, str] = await self.redis.hgetall(self.keys.switches(live.gen))  # type: ignore[assignment]
+            if raw or live.switches == 0:
+                records = (json.loads(v) for v in raw.values())
+                return live, {r["id"]: r for r in records}
+            # an import swapped generations between the two reads: read again
+        raise RuntimeError("the inventory changed three times while being read")
 
     async def snapshot(self) -> Snapshot:
         """Read the live inventory back (for the diff of the next import)."""

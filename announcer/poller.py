@@ -1,0 +1,201 @@
+"""The sweep cadence: every switch probed on a fixed beat, states out to Redis.
+
+One sweep probes every ICMP switch (``icmp`` and ``icmp+snmp``), and, every
+``[snmp] interval_s``, every SNMP switch. For ``icmp+snmp`` SNMP is a second
+opinion: a switch that ignores pings but answers SNMP is up; its SNMP answers
+also carry sysUpTime, so its reboots are seen. The results go through the
+pure rules in ``states`` and what changed is written to Redis.
+
+The beat corrects for drift (the next sweep is due one interval after the
+previous one was *due*, not after it finished) and sweeps never overlap: one
+that overruns makes the next start late, and the ones it overlapped are
+skipped with a warning.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from announcer.config import Settings
+from announcer.inventory.store import InventoryStore
+from announcer.keys import Keys
+from announcer.probes.base import Probe, ProbeResult, Target, Verdict
+from announcer.states import Fleet, Reboot, Rules
+from announcer.store import StateStore, SweepInfo
+
+logger = logging.getLogger(__name__)
+
+#: How many levels of a tree are re-checked at once when an uplink comes back.
+MAX_RECHECK_ROUNDS = 16
+
+
+def _target(record: Mapping[str, Any]) -> Target:
+    return Target(
+        switch=record["id"],
+        address=record["address"],
+        snmp_profile=record.get("snmp_profile"),
+        uplink_ports=tuple(record.get("uplink_ports", ())),
+    )
+
+
+class Poller:
+    def __init__(
+        self,
+        redis: Redis,
+        keys: Keys,
+        settings: Settings,
+        probes: Mapping[str, Probe],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.probes = probes
+        self.clock = clock
+        self.inventory = InventoryStore(redis, keys)
+        self.store = StateStore(redis, keys)
+        self.rules = Rules.from_settings(settings.poller)
+        self.fleet = Fleet({}, self.rules)
+        self.generation: int | None = None
+        self.targets: dict[str, Target] = {}
+        self.methods: dict[str, str] = {}
+        self._snmp_due = -math.inf
+        self._redis_ok = True
+
+    async def load(self) -> bool:
+        """Follow the live inventory; True when it changed since the last call."""
+        live, switches = await self.inventory.switches()
+        gen = live.gen if live is not None else None
+        if gen == self.generation and self.targets.keys() == switches.keys():
+            return False
+        parents = {i: r.get("parent") for i, r in switches.items()}
+        fleet = Fleet(parents, self.rules)
+        fleet.tracks = {s: t for s, t in self.fleet.tracks.items() if s in parents}
+        fleet.states = {s: st for s, st in self.fleet.states.items() if s in parents}
+        self.fleet = fleet
+        self.targets = {i: _target(r) for i, r in switches.items()}
+        self.methods = {i: r.get("probe", "icmp") for i, r in switches.items()}
+        self.generation = gen
+        gone = await self.store.forget(parents)
+        logger.info(
+            "following inventory generation %s: %d switches (%d states dropped)",
+            gen,
+            len(parents),
+            gone,
+        )
+        return True
+
+    async def _probe(self, name: str, targets: Sequence[Target]) -> list[ProbeResult]:
+        if not targets:
+            return []
+        probe = self.probes.get(name)
+        if probe is None:
+            reason = f"no {name} probe is running; check the [{name}] settings and the log"
+            return [ProbeResult(t.switch, Verdict.FAILED, reason) for t in targets]
+        return await probe.sweep(targets)
+
+    async def _observe_all(
+        self, switches: Sequence[str], snmp_round: bool
+    ) -> tuple[list[ProbeResult], list[Reboot]]:
+        """Probe ``switches`` and fold the results in; return what counted, and reboots."""
+        ping = [self.targets[s] for s in switches if self.methods[s] in ("icmp", "icmp+snmp")]
+        snmp_only = [self.targets[s] for s in switches if self.methods[s] == "snmp"]
+        both = [self.targets[s] for s in switches if self.methods[s] == "icmp+snmp"]
+        snmp = (snmp_only + both) if snmp_round else []
+        icmp_results, snmp_results = await asyncio.gather(
+            self._probe("icmp", ping), self._probe("snmp", snmp)
+        )
+        by_switch = {r.switch: r for r in snmp_results}
+        second = [
+            self.targets[r.switch]
+            for r in icmp_results
+            if r.verdict is not Verdict.ALIVE
+            and self.methods[r.switch] == "icmp+snmp"
+            and r.switch not in by_switch
+        ]
+        for r in await self._probe("snmp", second):
+            by_switch[r.switch] = r
+        counted: list[ProbeResult] = []
+        for r in icmp_results:
+            opinion = by_switch.get(r.switch) if self.methods[r.switch] == "icmp+snmp" else None
+            if r.verdict is not Verdict.ALIVE and opinion is not None and opinion.alive:
+                counted.append(opinion)
+            else:
+                counted.append(r)
+        counted += [by_switch[t.switch] for t in snmp_only if t.switch in by_switch]
+        now = self.clock()
+        reboots = self.fleet.observe(counted, now)
+        info = [by_switch[t.switch] for t in both if t.switch in by_switch]
+        reboots += self.fleet.observe(info, now, counts=False)
+        for reboot in reboots:
+            logger.warning(
+                "switch %s rebooted (uptime %.0f s -> %.0f s)",
+                reboot.switch,
+                reboot.uptime_before_s,
+                reboot.uptime_now_s,
+            )
+        return counted, reboots
+
+    async def sweep(self) -> SweepInfo:
+        """One sweep over every switch; safe to call on its own (a 'run once')."""
+        await self.load()
+        started, begun = self.clock(), time.monotonic()
+        snmp_round = begun >= self._snmp_due
+        if snmp_round:
+            self._snmp_due = begun + self.settings.snmp.interval_s
+        results, reboots = await self._observe_all(list(self.targets), snmp_round)
+        changes, recheck = self.fleet.resolve(self.clock())
+        rounds = 0
+        while recheck and rounds < MAX_RECHECK_ROUNDS:
+            rounds += 1
+            logger.info("re-checking %d switches whose uplink came back", len(recheck))
+            reboots += (await self._observe_all(recheck, snmp_round=True))[1]
+            more, recheck = self.fleet.resolve(self.clock())
+            changes += more
+        info = SweepInfo(
+            at=started,
+            duration_s=time.monotonic() - begun,
+            probed=len(results),
+            alive=sum(r.verdict is Verdict.ALIVE for r in results),
+            silent=sum(r.verdict is Verdict.SILENT for r in results),
+            failed=sum(r.verdict is Verdict.FAILED for r in results),
+        )
+        for change in changes:
+            logger.info(
+                "switch %s: %s -> %s (%s)", change.switch, change.old, change.new, change.reason
+            )
+        await self.store.publish(self.fleet.states, changes, reboots, info)
+        return info
+
+    async def run(self) -> None:
+        """Sweep on the beat until cancelled; Redis outages are waited out."""
+        interval = self.settings.icmp.interval_s
+        due = time.monotonic()
+        while True:
+            try:
+                await self.sweep()
+                if not self._redis_ok:
+                    logger.warning("Redis is reachable again; states are written in full")
+                    self._redis_ok = True
+            except RedisError as exc:
+                if self._redis_ok:
+                    logger.error("cannot write switch states to Redis: %s; retrying", exc)
+                    self._redis_ok = False
+                self.store.forget_written()
+            due += interval
+            late = time.monotonic() - due
+            if late > 0:
+                skipped = math.ceil(late / interval)
+                logger.warning(
+                    "a sweep took longer than [icmp] interval_s (%.1f s); %d skipped",
+                    interval,
+                    skipped,
+                )
+                due += skipped * interval
+            await asyncio.sleep(max(0.0, due - time.monotonic()))
