@@ -10,23 +10,26 @@ import asyncio
 import json
 import logging
 import sys
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 from redis.exceptions import RedisError
 from tqdm import tqdm
 
-from announcer import __version__, config
+from announcer import __version__, config, probes, status
 from announcer.config import ConfigError, Settings
 from announcer.inventory.billing import BillingReader
 from announcer.inventory.csv_source import read_table
 from announcer.inventory.importer import ImportResult, run_import
 from announcer.inventory.model import Row, Table, TableError
-from announcer.inventory.store import ImportBusy
+from announcer.inventory.store import ImportBusy, InventoryStore
 from announcer.keys import Keys
 from announcer.lookup import Answer, Lookup
 from announcer.phones import PhoneNormaliser
+from announcer.poller import Poller
 from announcer.redisconn import connect, unreachable
 
 logger = logging.getLogger(__name__)
@@ -156,6 +159,12 @@ def _render(answer: Answer) -> str:
     if answer.known:
         lines.append(f"  switch    {answer.switch}")
         lines.append(f"  district  {answer.district_name} ({answer.district})")
+        state = answer.state or "unknown"
+        if answer.state_since is not None:
+            state += " since " + time.strftime("%H:%M:%S", time.localtime(answer.state_since))
+        if answer.root_cause and answer.root_cause != answer.switch:
+            state += f", root cause {answer.root_cause}"
+        lines.append(f"  state     {state}")
         for label in ("account", "port", "address"):
             if value := getattr(answer, label):
                 lines.append(f"  {label:<9} {value}")
@@ -189,6 +198,123 @@ def cmd_lookup(args: argparse.Namespace) -> int:
     else:
         print("\n".join(_render(a) for a in answers))
     return EXIT_OK
+
+
+# status and poll -------------------------------------------------------------
+
+
+def _ago(at: float | None, now: float) -> str:
+    if at is None:
+        return "?"
+    seconds = max(0, int(now - at))
+    clock = time.strftime("%H:%M:%S", time.localtime(at))
+    if seconds < 120:
+        return f"{clock} ({seconds} s ago)"
+    if seconds < 7200:
+        return f"{clock} ({seconds // 60} min ago)"
+    return f"{time.strftime('%Y-%m-%d %H:%M', time.localtime(at))} ({seconds // 3600} h ago)"
+
+
+def _render_status(data: dict[str, Any]) -> str:
+    now = data["at"]
+    counts = data["counts"]
+    out = [
+        f"Switches: {data['switches']:,}: "
+        + ", ".join(
+            f"{counts[s]:,} {s}" for s in ("up", "down", "unreachable", "flapping", "unknown")
+        )
+    ]
+    if data["inventory"] is None:
+        out.append("No inventory has been imported yet: run announcer import.")
+    if data["down"]:
+        out.append("Down (each is the root cause of its outage):")
+        for e in data["down"]:
+            out.append(
+                f"  {e['switch']:<16} {e['district_name']:<16} {e['state']} since"
+                f" {_ago(e['since'], now)}; {e['behind']} unreachable behind it; {e['reason']}"
+            )
+    if data["unreachable"]:
+        out.append(f"Unreachable ({len(data['unreachable']):,}), by root cause:")
+        by_root: dict[str, list[str]] = {}
+        for e in data["unreachable"]:
+            by_root.setdefault(e["root_cause"] or "?", []).append(e["switch"])
+        for root, switches in by_root.items():
+            shown = ", ".join(switches[:8]) + (
+                f" and {len(switches) - 8} more" if len(switches) > 8 else ""
+            )
+            out.append(f"  behind {root}: {shown}")
+    poller = data["poller"]
+    if poller is None:
+        out.append("Poller: has not swept yet (announcer poll).")
+    else:
+        out.append(
+            f"Poller: last sweep {_ago(poller['last_sweep_at'], now)}, took"
+            f" {poller['last_sweep_s']:.2f} s; {poller['probed']:,} probed:"
+            f" {poller['alive']:,} alive, {poller['silent']:,} silent, {poller['failed']:,} could"
+            " not be probed"
+        )
+    return "\n".join(out)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+
+    async def go() -> dict[str, Any]:
+        redis = connect(settings.redis)
+        try:
+            return await status.gather(redis, Keys(settings.redis.prefix))
+        finally:
+            await redis.aclose()
+
+    try:
+        data = asyncio.run(go())
+    except RedisError as exc:
+        return _fail(unreachable(settings.redis, exc))
+    if args.json:
+        print(json.dumps(data, ensure_ascii=False, indent=2))
+    else:
+        print(_render_status(data))
+    return EXIT_OK
+
+
+def cmd_poll(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+
+    async def go() -> int:
+        redis = connect(settings.redis)
+        keys = Keys(settings.redis.prefix)
+        probe_map: dict[str, probes.Probe] = {}
+        try:
+            _, switches = await InventoryStore(redis, keys).switches()
+            if not switches:
+                return _fail("no inventory to poll: run announcer import first")
+            for name in sorted(probes.needed(r.get("probe", "icmp") for r in switches.values())):
+                try:
+                    probe_map[name] = probes.create(name, settings)
+                except RuntimeError as exc:
+                    return _fail(str(exc))
+                mode = getattr(probe_map[name], "mode", None)
+                if mode:
+                    print(mode, file=sys.stderr)
+            poller = Poller(redis, keys, settings, probe_map)
+            if args.once:
+                info = await poller.sweep()
+                print(
+                    f"swept {info.probed:,} switches in {info.duration_s:.2f} s: {info.alive:,}"
+                    f" alive, {info.silent:,} silent, {info.failed:,} could not be probed"
+                )
+                return EXIT_OK
+            await poller.run()
+            return EXIT_OK
+        finally:
+            for probe in probe_map.values():
+                await probe.close()
+            await redis.aclose()
+
+    try:
+        return asyncio.run(go())
+    except RedisError as exc:
+        return _fail(unreachable(settings.redis, exc))
 
 
 # demo ------------------------------------------------------------------------
@@ -235,6 +361,14 @@ def parser() -> argparse.ArgumentParser:
     lk.add_argument("phones", nargs="+", metavar="PHONE", help="caller ID in any format")
     lk.add_argument("--json", action="store_true", help="machine-readable answer")
     lk.set_defaults(func=cmd_lookup)
+
+    st = sub.add_parser("status", help="switch states, outages and the poller's last sweep")
+    st.add_argument("--json", action="store_true", help="machine-readable status")
+    st.set_defaults(func=cmd_status)
+
+    po = sub.add_parser("poll", help="probe the switches on the beat, keep their states in Redis")
+    po.add_argument("--once", action="store_true", help="one sweep, then exit")
+    po.set_defaults(func=cmd_poll)
 
     d = sub.add_parser("demo", help="a private Redis, the sample inventory and a few lookups")
     d.add_argument(

@@ -9,6 +9,7 @@ benchmarks all call it; nothing here prints.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import asdict, dataclass, replace
 from importlib import resources
 from string import Template
@@ -19,6 +20,19 @@ from redis.asyncio import Redis
 from announcer import keys as layout
 from announcer.keys import Keys
 from announcer.phones import PhoneNormaliser, Rejected, e164, is_withheld
+
+
+def _describe_state(switch: str, state: dict[str, Any]) -> str:
+    name = state["state"]
+    if name == "unknown":
+        return "the switch has not been probed yet"
+    since = ""
+    if "since" in state:
+        since = " since " + time.strftime("%H:%M:%S", time.localtime(state["since"]))
+    why = f" ({state['reason']})" if state.get("reason") and name != "up" else ""
+    if name == "unreachable":
+        return f"the switch is unreachable{since}{why}; root cause: switch {state.get('root')}"
+    return f"the switch is {name}{since}{why}"
 
 
 def _script_source() -> str:
@@ -47,6 +61,11 @@ class Answer:
     """sound to play (relative to Asterisk's sounds directory, no extension)"""
     announcement: str | None
     reason: str
+    state: str | None = None
+    """the switch's state: up, down, unreachable, flapping or unknown"""
+    state_since: float | None = None
+    root_cause: str | None = None
+    """the switch whose failure explains this one's state"""
     account: str | None = None
     port: str | None = None
     address: str | None = None
@@ -65,8 +84,8 @@ class Lookup:
         shown = caller_id or ""
         digits: str | Rejected = "" if is_withheld(caller_id) else self.normaliser.normalise(shown)
         asked = "" if isinstance(digits, Rejected) else digits
-        gen, switch_raw, district_raw, details_raw = await self._script(
-            keys=[self.keys.inventory], args=[asked, self.keys.generations]
+        gen, switch_raw, district_raw, details_raw, state_raw = await self._script(
+            keys=[self.keys.inventory, self.keys.state], args=[asked, self.keys.generations]
         )
         answer = Answer(shown, None, False, None, None, None, None, None, "")
         if not asked:
@@ -82,13 +101,20 @@ class Lookup:
         switch = json.loads(switch_raw)
         name = json.loads(district_raw)["name"] if district_raw else None
         details = json.loads(details_raw) if details_raw else {}
+        state: dict[str, Any] = json.loads(state_raw) if state_raw else {"state": "unknown"}
         return replace(
             answer,
             known=True,
             switch=switch["id"],
             district=switch["district"],
             district_name=name,
-            reason=f"known subscriber on switch {switch['id']} in {name}; nothing is active",
+            reason=(
+                f"known subscriber on switch {switch['id']} in {name};"
+                f" {_describe_state(switch['id'], state)}; nothing is active"
+            ),
+            state=state["state"],
+            state_since=state.get("since"),
+            root_cause=state.get("root"),
             account=details.get("account"),
             port=details.get("port"),
             address=details.get("address"),

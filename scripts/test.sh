@@ -5,7 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-bash scripts/system-packages.sh redis-server postgresql mariadb-server
+bash scripts/system-packages.sh redis-server postgresql mariadb-server \
+    iptables iputils-ping iproute2 snmpd
 bash scripts/databases.sh
 . scripts/venv.sh
 

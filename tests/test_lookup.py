@@ -11,6 +11,8 @@ from announcer.inventory.importer import run_import
 from announcer.keys import Keys
 from announcer.lookup import Lookup
 from announcer.phones import PhoneNormaliser
+from announcer.states import State, SwitchState
+from announcer.store import StateStore
 from tests.conftest import InventoryFiles
 
 
@@ -45,7 +47,11 @@ async def test_known_caller_in_any_format(lookup: Lookup, caller_id: str) -> Non
     assert (answer.account, answer.port, answer.address) == ("1001", "7", "ул. Северная, 1")
     assert answer.prompt is None
     assert answer.announcement is None
-    assert answer.reason == "known subscriber on switch n1 in Северный; nothing is active"
+    assert answer.state == "unknown"
+    assert answer.reason == (
+        "known subscriber on switch n1 in Северный; the switch has not been probed yet;"
+        " nothing is active"
+    )
 
 
 async def test_subscriber_without_details(lookup: Lookup) -> None:
@@ -87,3 +93,23 @@ async def test_answer_as_json_has_the_documented_fields(lookup: Lookup) -> None:
     data = (await lookup("89161234567")).as_dict()
     for name in ("phone", "known", "switch", "district", "prompt", "announcement", "reason"):
         assert name in data
+
+
+async def test_answer_carries_the_switch_state_and_root_cause(
+    lookup: Lookup, redis: Redis, keys: Keys
+) -> None:
+    await StateStore(redis, keys).publish(
+        {
+            "core": SwitchState(State.DOWN, 1000.0, "no echo reply within 1000 ms", "core"),
+            "n1": SwitchState(State.UNREACHABLE, 1001.0, "uplink core is down", "core"),
+            "s1": SwitchState(State.UP, 900.0, "", None, 0.2),
+        }
+    )
+    answer = await lookup("89161234567")
+    assert (answer.state, answer.state_since, answer.root_cause) == ("unreachable", 1001.0, "core")
+    assert "the switch is unreachable since" in answer.reason
+    assert answer.reason.endswith(
+        "(uplink core is down); root cause: switch core; nothing is active"
+    )
+    up = await lookup("89260000001")
+    assert (up.state, up.root_cause) == ("up", None)

@@ -86,6 +86,13 @@ class InventoryStore:
             # an import swapped generations between the two reads: read again
         raise RuntimeError("the inventory changed three times while being read")
 
+    async def district_names(self) -> dict[str, str]:
+        live = await self.current()
+        if live is None:
+            return {}
+        raw: dict[str, str] = await self.redis.hgetall(self.keys.districts(live.gen))  # type: ignore[assignment]
+        return {i: json.loads(v)["name"] for i, v in raw.items()}
+
     async def snapshot(self) -> Snapshot:
         """Read the live inventory back (for the diff of the next import)."""
         snap = Snapshot()

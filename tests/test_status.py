@@ -1,0 +1,99 @@
+"""announcer status: what the NOC screen shows, from a real Redis."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from redis.asyncio import Redis
+
+from announcer import status
+from announcer.config import Settings
+from announcer.inventory.csv_source import read_table
+from announcer.inventory.importer import run_import
+from announcer.keys import Keys
+from announcer.states import State, SwitchState
+from announcer.store import StateStore, SweepInfo
+from tests.conftest import InventoryFiles
+
+
+async def _city(settings: Settings, redis: Redis, keys: Keys, files: InventoryFiles) -> None:
+    files.write(
+        switches=(
+            ("core", "127.0.0.10", "north", ""),
+            ("agg", "127.0.0.11", "north", "core"),
+            ("n1", "127.0.0.12", "north", "agg"),
+            ("n2", "127.0.0.13", "north", "agg"),
+            ("s1", "127.0.0.14", "south", "core"),
+        )
+    )
+    tables = (
+        read_table("districts", files.districts),
+        read_table("switches", files.switches),
+        read_table("subscribers", files.subscribers),
+    )
+    assert (await run_import(settings, redis, keys, lambda: tables, "test")).ok
+    await StateStore(redis, keys).publish(
+        {
+            "core": SwitchState(State.UP, 100.0),
+            "agg": SwitchState(State.DOWN, 200.0, "no echo reply within 1000 ms", "agg"),
+            "n1": SwitchState(State.UNREACHABLE, 201.0, "uplink agg is down", "agg"),
+            "n2": SwitchState(State.UNREACHABLE, 201.0, "uplink agg is down", "agg"),
+        },
+        sweep=SweepInfo(at=300.0, duration_s=1.25, probed=5, alive=2, silent=3, failed=0),
+    )
+
+
+async def test_status_counts_and_outages(
+    settings: Settings, redis: Redis, keys: Keys, files: InventoryFiles
+) -> None:
+    await _city(settings, redis, keys, files)
+    data = await status.gather(redis, keys)
+    assert data["switches"] == 5
+    assert data["counts"] == {"up": 1, "down": 1, "unreachable": 2, "flapping": 0, "unknown": 1}
+    assert [(d["switch"], d["district_name"], d["behind"]) for d in data["down"]] == [
+        ("agg", "Северный", 2)
+    ]
+    assert [(u["switch"], u["root_cause"]) for u in data["unreachable"]] == [
+        ("n1", "agg"),
+        ("n2", "agg"),
+    ]
+    assert data["poller"]["last_sweep_s"] == 1.25
+
+
+async def test_status_command(
+    settings: Settings, redis: Redis, keys: Keys, files: InventoryFiles, tmp_path: Path
+) -> None:
+    await _city(settings, redis, keys, files)
+    config = tmp_path / "a.toml"
+    config.write_text(f'[redis]\nurl = "{settings.redis.url}"\nprefix = "{keys.prefix}"\n')
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ANNOUNCER_")}
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "announcer", "--config", str(config), "status", *args],
+            capture_output=True,
+            text=True,
+            check=False,
+            env=env,
+        )
+
+    text = run()
+    assert text.returncode == 0, text.stderr
+    assert "Switches: 5: 1 up, 1 down, 2 unreachable, 0 flapping, 1 unknown" in text.stdout
+    assert "agg" in text.stdout
+    assert "2 unreachable behind it; no echo reply within 1000 ms" in text.stdout
+    assert "behind agg: n1, n2" in text.stdout
+    assert "took 1.25 s; 5 probed: 2 alive, 3 silent, 0 could not be probed" in text.stdout
+    data = json.loads(run("--json").stdout)
+    assert data["counts"]["unreachable"] == 2
+
+
+async def test_status_before_anything(redis: Redis, keys: Keys) -> None:
+    data = await status.gather(redis, keys)
+    assert data["inventory"] is None
+    assert data["poller"] is None
+    assert data["switches"] == 0
