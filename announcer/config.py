@@ -175,6 +175,10 @@ class PollerSettings(_Section):
     """Consecutive missed probes before a switch is down."""
     up_after: Annotated[int, Field(ge=1, le=100)] = 2
     """Consecutive answered probes before a down switch is up again."""
+    confirm_interval_s: Annotated[float, Field(ge=0, le=3600)] = 1.0
+    """A switch that just missed a probe (or answered while down) is probed again
+    after this long rather than at the next sweep, so a verdict takes seconds
+    instead of down_after sweeps. 0 waits for the sweeps."""
     flap_changes: Annotated[int, Field(ge=2, le=1000)] = 4
     """State changes within flap_window_s that make a switch flapping."""
     flap_window_s: Annotated[float, Field(gt=0, le=86_400)] = 300.0

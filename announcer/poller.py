@@ -149,7 +149,24 @@ class Poller:
         snmp_round = begun >= self._snmp_due
         if snmp_round:
             self._snmp_due = begun + self.settings.snmp.interval_s
-        results, reboots = await self._observe_all(list(self.targets), snmp_round)
+        return await self._round(list(self.targets), snmp_round, started, begun)
+
+    async def confirm(self) -> SweepInfo | None:
+        """Probe again, now, the switches whose verdict is pending; None when none is."""
+        suspects = [s for s in self.fleet.suspects() if s in self.targets]
+        if not suspects:
+            return None
+        return await self._round(suspects, True, self.clock(), time.monotonic(), main=False)
+
+    async def _round(
+        self,
+        switches: list[str],
+        snmp_round: bool,
+        started: float,
+        begun: float,
+        main: bool = True,
+    ) -> SweepInfo:
+        results, reboots = await self._observe_all(switches, snmp_round)
         changes, recheck = self.fleet.resolve(self.clock())
         rounds = 0
         while recheck and rounds < MAX_RECHECK_ROUNDS:
@@ -170,8 +187,21 @@ class Poller:
             logger.info(
                 "switch %s: %s -> %s (%s)", change.switch, change.old, change.new, change.reason
             )
-        await self.store.publish(self.fleet.states, changes, reboots, info)
+        await self.store.publish(self.fleet.states, changes, reboots, info if main else None)
         return info
+
+    async def _confirm_until(self, due: float) -> None:
+        """Confirmation rounds while there is time before the next sweep is due."""
+        pause = self.settings.poller.confirm_interval_s
+        if pause <= 0:
+            return
+        budget = self.settings.icmp.timeout_ms / 1000 + pause
+        while self.fleet.suspects() and time.monotonic() + budget < due:
+            await asyncio.sleep(pause)
+            try:
+                await self.confirm()
+            except RedisError:
+                return  # run() reports Redis trouble once, at the sweep
 
     async def run(self) -> None:
         """Sweep on the beat until cancelled; Redis outages are waited out."""
@@ -189,6 +219,7 @@ class Poller:
                     self._redis_ok = False
                 self.store.forget_written()
             due += interval
+            await self._confirm_until(due)
             late = time.monotonic() - due
             if late > 0:
                 skipped = math.ceil(late / interval)

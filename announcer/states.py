@@ -257,6 +257,19 @@ class Fleet:
         self.states = new_states
         return changes, recheck
 
+    def suspects(self) -> list[str]:
+        """Switches whose verdict is pending: missed while up, or answered while down."""
+        out = []
+        for switch, track in self.tracks.items():
+            state = self.states.get(switch)
+            if state is not None and state.state is State.UNREACHABLE:
+                continue  # its misses are explained by the uplink
+            pending_down = track.verdict is not State.DOWN and track.misses > 0
+            pending_up = track.verdict is State.DOWN and track.hits > 0
+            if pending_down or pending_up:
+                out.append(switch)
+        return out
+
     def root_causes(self) -> list[str]:
         return sorted(
             s for s, st in self.states.items() if st.state in (State.DOWN, State.FLAPPING)

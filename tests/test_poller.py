@@ -136,3 +136,26 @@ async def test_poller_follows_a_new_import(
     info = await poller.sweep()
     assert info.probed == 3
     assert await states(redis, keys) == {"core": "up", "agg": "up", "new1": "up"}
+
+
+async def test_a_miss_is_confirmed_within_seconds_not_sweeps(
+    poller: Poller, firewall: netfilter.Firewall, redis: Redis, keys: Keys
+) -> None:
+    await poller.sweep()
+    assert await poller.confirm() is None, "nothing pending while all answer"
+    firewall.drop_echo_requests(["127.78.2.1"])
+    await poller.sweep()
+    assert poller.fleet.suspects() == ["south1"]
+    await poller.confirm()
+    assert (await states(redis, keys))["south1"] == "up"
+    info = await poller.confirm()
+    assert info is not None
+    assert info.probed == 1, "only the suspect is probed again"
+    assert (await states(redis, keys))["south1"] == "down"
+    firewall.remove()
+    assert await poller.confirm() is None, "a down switch is re-checked by the sweep"
+    await poller.sweep()
+    assert poller.fleet.suspects() == ["south1"], "one answer: recovery pending"
+    await poller.confirm()
+    assert (await states(redis, keys))["south1"] == "up"
+    assert poller.fleet.suspects() == []
