@@ -1,0 +1,1 @@
+"""Benchmarks: ``python -m bench.inventory_import`` and ``python -m bench.lookup``."""
