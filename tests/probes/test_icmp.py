@@ -27,7 +27,7 @@ import pytest
 from icmplib import ICMPSocketError  # type: ignore[import-untyped]
 
 from announcer.config import IcmpSettings
-from announcer.probes import icmp
+from announcer.probes import icmp, icmp_socket
 from announcer.probes.base import Probe, ProbeResult, Target, Verdict
 from announcer.probes.icmp import IcmpProbe, IcmpUnavailable
 from tests.probes import netfilter
@@ -186,14 +186,14 @@ async def test_ipv6_loopback_is_alive_beside_ipv4(make_probe: MakeProbe) -> None
 async def test_no_ipv6_socket_fails_those_targets_and_says_so_once(
     make_probe: MakeProbe, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    real_open = icmp._open
+    real_open = icmp_socket.open_socket
 
     def no_ipv6(family: socket.AddressFamily, raw: bool) -> object:
         if family == socket.AF_INET6:
             raise ICMPSocketError("[Errno 97] Address family not supported by protocol")
         return real_open(family, raw)
 
-    monkeypatch.setattr(icmp, "_open", no_ipv6)
+    monkeypatch.setattr(icmp, "open_socket", no_ipv6)  # where IcmpProbe looks it up
     probe = make_probe()
     for _ in range(2):
         results = await probe.sweep(targets("::1", "127.0.0.1"))
