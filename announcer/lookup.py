@@ -18,6 +18,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from announcer import keys as layout
+from announcer.inventory.model import Details
 from announcer.keys import Keys
 from announcer.phones import PhoneNormaliser, Rejected, e164, is_withheld
 
@@ -100,7 +101,7 @@ class Lookup:
             return replace(answer, reason=f"{e164(asked)} is not in the inventory; none is active")
         switch = json.loads(switch_raw)
         name = json.loads(district_raw)["name"] if district_raw else None
-        details = json.loads(details_raw) if details_raw else {}
+        details = Details.unpack(details_raw) if details_raw else Details()
         state: dict[str, Any] = json.loads(state_raw) if state_raw else {"state": "unknown"}
         return replace(
             answer,
@@ -115,7 +116,7 @@ class Lookup:
             state=state["state"],
             state_since=state.get("since"),
             root_cause=state.get("root"),
-            account=details.get("account"),
-            port=details.get("port"),
-            address=details.get("address"),
+            account=details.account,
+            port=details.port,
+            address=details.address,
         )

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +23,7 @@ from announcer import keys as layout
 from announcer.inventory.diff import Diff, Snapshot, compare
 from announcer.inventory.model import Inventory
 from announcer.keys import Keys
+from announcer.redisconn import send_bulk
 
 logger = logging.getLogger(__name__)
 
@@ -60,8 +61,7 @@ class Generation:
         )
 
 
-def _json(value: object) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
 class InventoryStore:
@@ -149,40 +149,35 @@ class InventoryStore:
         buckets = layout.bucket_count(len(inv.phones))
         index = {switch_id: i for i, switch_id in enumerate(inv.switches)}
 
-        phone_buckets: list[dict[str, int]] = [{} for _ in range(buckets)]
+        phone_buckets: list[list[str | int]] = [[] for _ in range(buckets)]
+        detail_buckets: dict[int, list[str | int]] = {}
+        details = inv.details
         for digits, switch_id in inv.phones.items():
-            phone_buckets[layout.bucket_of(digits, buckets)][digits] = index[switch_id]
-        detail_buckets: dict[int, dict[str, str]] = {}
-        for digits, details in inv.details.items():
-            held = detail_buckets.setdefault(layout.bucket_of(digits, buckets), {})
-            held[digits] = _json(details.record())
+            bucket = layout.bucket_of(digits, buckets)
+            phone_buckets[bucket] += (digits, index[switch_id])
+            if digits in details:
+                detail_buckets.setdefault(bucket, []).extend((digits, details[digits].pack()))
 
-        pipe = r.pipeline(transaction=False)
-        if inv.districts:
-            pipe.hset(
-                k.districts(gen),
-                mapping={i: _json({"name": d.name}) for i, d in inv.districts.items()},
-            )
-        if inv.switches:
-            pipe.hset(
-                k.switches(gen),
-                mapping={index[i]: _json(s.record()) for i, s in inv.switches.items()},
-            )
-            pipe.hset(k.switch_index(gen), mapping=index)  # type: ignore[arg-type]
-        queued = pending = 0
-        for bucket, phone_map in enumerate(phone_buckets):
-            if phone_map:
-                pipe.hset(k.phones(gen, bucket), mapping=phone_map)  # type: ignore[arg-type]
-            if bucket in detail_buckets:
-                pipe.hset(k.details(gen, bucket), mapping=detail_buckets[bucket])  # type: ignore[arg-type]
-            queued += 1
-            pending += len(phone_map)
-            if queued >= _PIPELINE or bucket == buckets - 1:
-                await pipe.execute()
-                if progress:
-                    progress(pending)
-                queued = pending = 0
-        await pipe.execute()
+        def commands() -> Iterator[list[str | int]]:
+            if inv.districts:
+                names = (x for i, d in inv.districts.items() for x in (i, _json({"name": d.name})))
+                yield ["HSET", k.districts(gen), *names]
+            if inv.switches:
+                records = (
+                    x for i, s in inv.switches.items() for x in (index[i], _json(s.record()))
+                )
+                yield ["HSET", k.switches(gen), *records]
+                yield ["HSET", k.switch_index(gen), *(x for pair in index.items() for x in pair)]
+            for bucket, pairs in enumerate(phone_buckets):
+                if pairs:
+                    yield ["HSET", k.phones(gen, bucket), *pairs]
+                if bucket in detail_buckets:
+                    yield ["HSET", k.details(gen, bucket), *detail_buckets[bucket]]
+
+        per_command = max(1, len(inv.phones) // max(1, buckets + len(detail_buckets)))
+        await send_bulk(
+            r, commands(), progress=(lambda n: progress(n * per_command)) if progress else None
+        )
 
         live = Generation(
             gen=gen,
