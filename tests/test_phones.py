@@ -142,6 +142,33 @@ def test_shape_cache_agrees_with_phonenumbers(
         assert (None if isinstance(got, Rejected) else got) == expected, raw
 
 
+@settings(max_examples=300, deadline=None)
+@given(
+    region=st.sampled_from(REGIONS),
+    form=st.sampled_from(FORMATS),
+    digits=st.text(alphabet="0123456789", min_size=8, max_size=13),
+    tails=st.lists(st.integers(0, 9_999_999), min_size=9, max_size=30),
+)
+def test_wide_shapes_agree_with_phonenumbers(
+    region: str, form: str, digits: str, tails: list[int]
+) -> None:
+    """Enough numbers of one operator code to trust the wide shape; all still right."""
+    normaliser = PhoneNormaliser(region)
+    for tail in tails:
+        full = digits[:-7] + f"{tail:07d}"
+        raw = form.format(d=full, a=full[:3], b=full[3:])
+        got = normaliser.normalise(raw)
+        assert (None if isinstance(got, Rejected) else got) == reference(raw, region), raw
+
+
+def test_a_remembered_rejection_names_the_number_it_is_about() -> None:
+    n = PhoneNormaliser("RU")
+    n.normalise("1234567")
+    again = n.normalise("1239999")
+    assert isinstance(again, Rejected)
+    assert again.reason.startswith("'1239999' has the wrong number of digits")
+
+
 def test_shape_cache_agrees_on_a_realistic_city() -> None:
     """Ten thousand Russian numbers in billing's formats, each checked by phonenumbers."""
     rng = random.Random(5)
@@ -152,3 +179,18 @@ def test_shape_cache_agrees_on_a_realistic_city() -> None:
         raw = rng.choice(("8", "7", "+7", "", "+7 ")) + national
         got = normaliser.normalise(raw)
         assert (None if isinstance(got, Rejected) else got) == reference(raw, "RU"), raw
+
+
+def test_operator_codes_in_twenty_regions_and_every_form() -> None:
+    """Forty numbers per operator code: enough for wide shapes to be trusted."""
+    rng = random.Random(11)
+    regions = (*REGIONS, "BR", "MX", "CN", "IN", "JP", "NL", "PL", "TR", "ES", "AU")
+    for _ in range(300):
+        region, form = rng.choice(regions), rng.choice(FORMATS)
+        normaliser = PhoneNormaliser(region)
+        head = "".join(rng.choice("0123456789") for _ in range(rng.randint(1, 6)))
+        for _ in range(40):
+            full = head + f"{rng.randrange(10**7):07d}"
+            raw = form.format(d=full, a=full[:3], b=full[3:])
+            got = normaliser.normalise(raw)
+            assert (None if isinstance(got, Rejected) else got) == reference(raw, region), raw
