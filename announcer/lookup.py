@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from importlib import resources
 from string import Template
 from typing import Any
@@ -22,8 +22,11 @@ from announcer.inventory.model import Details
 from announcer.keys import Keys
 from announcer.phones import PhoneNormaliser, Rejected, e164, is_withheld
 
+_NO_DETAILS = Details()
+_UNPROBED: dict[str, Any] = {"state": "unknown"}
 
-def _describe_state(switch: str, state: dict[str, Any]) -> str:
+
+def _describe_state(state: dict[str, Any]) -> str:
     name = state["state"]
     if name == "unknown":
         return "the switch has not been probed yet"
@@ -74,6 +77,11 @@ class Answer:
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @classmethod
+    def nobody(cls, caller_id: str, phone: str | None, reason: str) -> Answer:
+        """The answer for a caller who is not a known subscriber."""
+        return cls(caller_id, phone, False, None, None, None, None, None, reason)
+
 
 class Lookup:
     def __init__(self, redis: Redis, keys: Keys, normaliser: PhoneNormaliser) -> None:
@@ -88,30 +96,32 @@ class Lookup:
         gen, switch_raw, district_raw, details_raw, state_raw = await self._script(
             keys=[self.keys.inventory, self.keys.state], args=[asked, self.keys.generations]
         )
-        answer = Answer(shown, None, False, None, None, None, None, None, "")
         if not asked:
             why = digits.reason if isinstance(digits, Rejected) else "the caller ID is withheld"
-            return replace(
-                answer, reason=f"{why}: only announcements for everyone apply; none is active"
+            return Answer.nobody(
+                shown, None, f"{why}: only announcements for everyone apply; none is active"
             )
-        answer = replace(answer, phone=e164(asked))
+        phone = e164(asked)
         if gen is None:
-            return replace(answer, reason="no inventory has been imported yet")
+            return Answer.nobody(shown, phone, "no inventory has been imported yet")
         if switch_raw is None:
-            return replace(answer, reason=f"{e164(asked)} is not in the inventory; none is active")
+            return Answer.nobody(shown, phone, f"{phone} is not in the inventory; none is active")
         switch = json.loads(switch_raw)
         name = json.loads(district_raw)["name"] if district_raw else None
-        details = Details.unpack(details_raw) if details_raw else Details()
-        state: dict[str, Any] = json.loads(state_raw) if state_raw else {"state": "unknown"}
-        return replace(
-            answer,
+        details = Details.unpack(details_raw) if details_raw else _NO_DETAILS
+        state: dict[str, Any] = json.loads(state_raw) if state_raw else _UNPROBED
+        return Answer(
+            caller_id=shown,
+            phone=phone,
             known=True,
             switch=switch["id"],
             district=switch["district"],
             district_name=name,
+            prompt=None,
+            announcement=None,
             reason=(
                 f"known subscriber on switch {switch['id']} in {name};"
-                f" {_describe_state(switch['id'], state)}; nothing is active"
+                f" {_describe_state(state)}; nothing is active"
             ),
             state=state["state"],
             state_since=state.get("since"),
