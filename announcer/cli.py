@@ -293,9 +293,9 @@ def cmd_poll(args: argparse.Namespace) -> int:
                     probe_map[name] = probes.create(name, settings)
                 except RuntimeError as exc:
                     return _fail(str(exc))
-                mode = getattr(probe_map[name], "mode", None)
-                if mode:
-                    print(mode, file=sys.stderr)
+                description = getattr(probe_map[name], "description", None)
+                if description:
+                    print(description, file=sys.stderr)
             poller = Poller(redis, keys, settings, probe_map)
             if args.once:
                 info = await poller.sweep()

@@ -16,14 +16,15 @@ Layout (``P`` is the prefix, ``G`` a generation number)::
     P:inv:G:switches            hash  switch index -> {"id", "address", "district", ...}
     P:inv:G:switch-index        hash  switch id -> switch index
     P:inv:G:phones:B            hash  E.164 digits -> switch index       (B = bucket)
-    P:inv:G:details:B           hash  E.164 digits -> {"account", "port", "address"}
+    P:inv:G:details:B           hash  E.164 digits -> "account<US>port<US>address"
     P:state                     hash  switch id -> {"state", "since", "reason", "root", "rtt_ms"}
     P:events                    stream every change: kind, switch, old, new, reason, root, at
     P:poller                    hash  the poller's last sweep: at, duration, counts
 
 Phone numbers are spread over ``buckets`` small hashes so that Redis keeps
-each in its compact listpack encoding (about 16 bytes a subscriber instead
-of about 72 for one key per number). ``bucket_of`` is the one definition of
+each in its compact listpack encoding (about 16 bytes a number instead of
+about 72 for one key per number; a subscriber's details add their own
+length). ``bucket_of`` is the one definition of
 which bucket a number lives in; ``lookup.lua`` computes the same.
 """
 
@@ -41,9 +42,11 @@ DETAILS = "details"
 
 #: Digits at the end of a number that choose its bucket.
 BUCKET_DIGITS = 6
-#: Average numbers per bucket. Redis 7 keeps a hash in a listpack up to
-#: ``hash-max-listpack-entries`` (128 by default); 64 on average leaves the
-#: fullest bucket of a million numbers comfortably below that.
+#: Average numbers per bucket. Redis keeps a hash in a listpack up to
+#: ``hash-max-listpack-entries`` entries (128 in Redis 7's defaults, 512 in
+#: some builds) of at most ``hash-max-listpack-value`` (64) bytes each; 64
+#: on average leaves the fullest bucket of a million numbers (about 100)
+#: below the smaller limit.
 BUCKET_FILL = 64
 
 

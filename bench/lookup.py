@@ -4,8 +4,10 @@ Imports a synthetic inventory (``bench.synthetic``) into a private Redis
 (unless ``--redis-url``) with the real import path, then times
 ``announcer.lookup.Lookup`` on random known subscribers in the mixed formats
 billing writes, plus a share of unknown numbers: (a) one caller at a time,
-(b) ``--concurrency`` callers at once (asyncio tasks sharing one client and
-its pool, as the daemon does). The floor, measured the same way in the same
+(b) ``--concurrency`` callers at once, back to back (asyncio tasks sharing
+one client and its pool, as the daemon does): a saturation test, where one
+Python process's throughput sets the latency; (c) the same callers arriving
+at ``--rate`` lookups a second in all, as calls reach a PBX. The floor, measured the same way in the same
 run, is a plain ``GET`` of one small key through the same client.
 
 Each phase uses a fresh ``Lookup`` (so a fresh phone normaliser, as right
@@ -13,7 +15,7 @@ after a daemon restart) and its own random callers. Latency is taken around
 each ``await``, so at 50 callers it includes waiting for the event loop,
 which is what a caller would wait for too.
 
-    python -m bench.lookup [--count N] [--concurrency N] [--subscribers N]
+    python -m bench.lookup [--count N] [--concurrency N] [--rate N] [--subscribers N]
 """
 
 from __future__ import annotations
@@ -110,10 +112,15 @@ def make_calls(
 
 
 async def run_calls(
-    fn: Callable[[str], Awaitable[T]], callers: Sequence[str], concurrency: int
+    fn: Callable[[str], Awaitable[T]],
+    callers: Sequence[str],
+    concurrency: int,
+    rate: float = 0.0,
 ) -> tuple[Timing, list[T | None]]:
     """Call ``fn`` on every caller with ``concurrency`` tasks; time each call.
 
+    With ``rate`` (calls a second, all tasks together) each task waits for its
+    next turn instead of calling back to back, like callers arriving at a PBX.
     A call that raises is counted by exception name and left out of the
     latencies; the others go on.
     """
@@ -122,8 +129,12 @@ async def run_calls(
     errors: Counter[str] = Counter()
     clock = time.perf_counter_ns
 
+    begun = time.perf_counter()
+
     async def worker(first: int) -> None:
         for i in range(first, len(callers), concurrency):
+            if rate:
+                await asyncio.sleep(max(0.0, begun + i / rate - time.perf_counter()))
             start = clock()
             try:
                 results[i] = await fn(callers[i])
@@ -187,7 +198,7 @@ def _row(label: str, timing: Timing, floor: Timing | None, target: float, ok: bo
 
 
 async def measure(
-    url: str, phases: list[tuple[str, int, list[Call]]], warmup: list[Call]
+    url: str, phases: list[tuple[str, int, list[Call], float]], warmup: list[Call]
 ) -> list[str]:
     client = connect(RedisSettings(url=url, prefix=PREFIX))
     keys = Keys(PREFIX)
@@ -202,18 +213,18 @@ async def measure(
             return await client.get(floor_key)
 
         # load the script, open the pool's connections; not measured
-        concurrency_max = max(c for _, c, _ in phases)
+        concurrency_max = max(c for _, c, _, _ in phases)
         warm = Lookup(client, keys, PhoneNormaliser("RU"))
         await run_calls(switch_only(warm), [c.caller for c in warmup], concurrency_max)
         await run_calls(get, [c.caller for c in warmup], concurrency_max)
         gc.collect()
 
-        for label, concurrency, calls in phases:
+        for label, concurrency, calls, rate in phases:
             lookup = Lookup(client, keys, PhoneNormaliser("RU"))
             callers = [c.caller for c in calls]
-            timing, answers = await run_calls(switch_only(lookup), callers, concurrency)
-            parsed = len(lookup.normaliser._shapes)
-            floor, values = await run_calls(get, callers, concurrency)
+            timing, answers = await run_calls(switch_only(lookup), callers, concurrency, rate)
+            parsed = len(lookup.normaliser._narrow)
+            floor, values = await run_calls(get, callers, concurrency, rate)
             wrong, examples = check_answers(calls, answers)
             bad_floor = sum(v != FLOOR_VALUE for v in values if v is not None)
             target = TARGET_SINGLE_P99_MS if concurrency == 1 else TARGET_CONCURRENT_P99_MS
@@ -234,7 +245,7 @@ async def measure(
                 # the same callers again: every number shape is known now
                 again, _ = await run_calls(switch_only(lookup), callers, concurrency)
                 rows.append(_row("  ref: (a) again, warm normaliser", again, None, target, True))
-            else:
+            elif not rate:
                 bound = concurrency / floor.rate * 1e3 if floor.rate else math.nan
                 notes.append(
                     f"{concurrency} callers back to back: at the floor's {floor.rate:,.0f} GET/s"
@@ -267,7 +278,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     synthetic.add_size_arguments(parser)
     add_redis_argument(parser)
     parser.add_argument("--count", type=int, default=100_000, help="lookups per phase")
-    parser.add_argument("--concurrency", type=int, default=50, help="callers at once in (b)")
+    parser.add_argument("--concurrency", type=int, default=50, help="callers at once in (b), (c)")
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=2000.0,
+        help="lookups a second in (c): a PBX answering a burst of calls (scenario 10 is 500"
+        " calls in a minute)",
+    )
     parser.add_argument(
         "--unknown-share", type=float, default=0.05, help="share of numbers not in the inventory"
     )
@@ -309,11 +327,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         known = set(syn.numbers)
         warmup = make_calls(syn, known, min(WARMUP_CALLS, args.count), args.unknown_share, rng)
         phases = [
-            ("(a) 1 caller", 1, make_calls(syn, known, args.count, args.unknown_share, rng)),
+            ("(a) 1 caller", 1, make_calls(syn, known, args.count, args.unknown_share, rng), 0.0),
             (
-                f"(b) {args.concurrency} callers",
+                f"(b) {args.concurrency} callers, back to back",
                 args.concurrency,
                 make_calls(syn, known, args.count, args.unknown_share, rng),
+                0.0,
+            ),
+            (
+                f"(c) {args.concurrency} callers, {args.rate:,.0f} lookups/s in all",
+                args.concurrency,
+                make_calls(
+                    syn, known, min(args.count, int(args.rate * 20)), args.unknown_share, rng
+                ),
+                args.rate,
             ),
         ]
         del known, syn

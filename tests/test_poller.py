@@ -6,8 +6,12 @@ behind one aggregation switch; the rule's removal is the splice.
 
 from __future__ import annotations
 
+import asyncio
 import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 from redis.asyncio import Redis
@@ -159,3 +163,28 @@ async def test_a_miss_is_confirmed_within_seconds_not_sweeps(
     await poller.confirm()
     assert (await states(redis, keys))["south1"] == "up"
     assert poller.fleet.suspects() == []
+
+
+async def test_poll_once_from_the_command_line(
+    poller: Poller, settings: Settings, keys: Keys, redis: Redis, tmp_path: Path
+) -> None:
+    config = tmp_path / "a.toml"
+    config.write_text(
+        f'[redis]\nurl = "{settings.redis.url}"\nprefix = "{keys.prefix}"\n'
+        "[icmp]\ntimeout_ms = 300\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ANNOUNCER_")}
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "announcer", "--config", str(config), "poll", "--once"],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=env,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "ICMP: raw sockets (running as root)" in done.stderr
+    assert "swept 8 switches" in done.stdout
+    assert "8 alive, 0 silent, 0 could not be probed" in done.stdout
+    assert set((await states(redis, keys)).values()) == {"up"}
