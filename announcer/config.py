@@ -186,6 +186,43 @@ class PollerSettings(_Section):
     """A flapping switch settles after this long without a change."""
 
 
+class AnnouncementSettings(_Section):
+    language: Literal["ru", "en"] = "ru"
+    """Language of the automatic prompts' templates and of text-to-speech."""
+    district_share: Annotated[float, Field(gt=0, le=1)] = 0.5
+    """Share of a district's switches, or of its subscribers, that must be cut
+    off for one district announcement instead of one per switch."""
+    restored_s: Annotated[float, Field(ge=0, le=86_400)] = 1_800
+    """How long callers hear "service restored" after an outage; 0: never."""
+    auto_hold_s: Annotated[float, Field(ge=10, le=3_600)] = 120
+    """Expiry of automatic announcements, pushed on while the outage lasts:
+    if announcer stops, they end by themselves after this long."""
+    staff_ttl_s: Annotated[float, Field(gt=0, le=30 * 86_400)] = 4 * 3_600
+    """Expiry of a staff announcement that names none."""
+    staff_max_ttl_s: Annotated[float, Field(gt=0, le=365 * 86_400)] = 7 * 86_400
+    """The longest a staff announcement may be set to last."""
+
+
+class PromptSettings(_Section):
+    sounds_dir: Path = Path("/var/lib/announcer/sounds")
+    """Where rendered prompts go; the dialplan plays them by absolute path."""
+    cache_dir: Path = Path("/var/cache/announcer/tts")
+    """Rendered text-to-speech, kept by engine, language and text."""
+    tts: Literal["auto", "gtts", "espeak"] = "auto"
+    """auto: Google's service when it answers, espeak-ng otherwise."""
+    gtts_timeout_s: Annotated[float, Field(gt=0, le=60)] = 5.0
+
+
+class DropboxSettings(_Section):
+    spool: Path = Path("/var/spool/announcer")
+    """incoming/, done/ and rejected/ live here."""
+    max_recording_s: Annotated[float, Field(gt=0, le=3_600)] = 120.0
+    settle_s: Annotated[float, Field(ge=0, le=600)] = 2.0
+    """A file is taken once it has not changed for this long."""
+    rescan_s: Annotated[float, Field(gt=0, le=3_600)] = 10.0
+    """Look at the whole folder this often too, in case a change was missed."""
+
+
 class Settings(_Section):
     redis: RedisSettings = RedisSettings()
     phones: PhoneSettings = PhoneSettings()
@@ -194,6 +231,9 @@ class Settings(_Section):
     icmp: IcmpSettings = IcmpSettings()
     snmp: SnmpSettings = SnmpSettings()
     poller: PollerSettings = PollerSettings()
+    announcements: AnnouncementSettings = AnnouncementSettings()
+    prompts: PromptSettings = PromptSettings()
+    dropbox: DropboxSettings = DropboxSettings()
 
 
 class ConfigError(Exception):

@@ -20,6 +20,11 @@ Layout (``P`` is the prefix, ``G`` a generation number)::
     P:state                     hash  switch id -> {"state", "since", "reason", "root", "rtt_ms"}
     P:events                    stream every change: kind, switch, old, new, reason, root, at
     P:poller                    hash  the poller's last sweep: at, duration, counts
+    P:staff                     hash  announcement id -> staff announcement (JSON)
+    P:maintenance               hash  window id -> maintenance window (JSON)
+    P:active                    hash  announcement id -> active announcement (JSON)
+    P:active:switch             hash  switch id -> id of the announcement its callers hear
+    P:active:global             str   id of the announcement unknown callers hear
 
 Phone numbers are spread over ``buckets`` small hashes so that Redis keeps
 each in its compact listpack encoding (about 16 bytes a number instead of
@@ -101,6 +106,26 @@ class Keys:
     @property
     def poller(self) -> str:
         return self._k("poller")
+
+    @property
+    def staff(self) -> str:
+        return self._k("staff")
+
+    @property
+    def maintenance(self) -> str:
+        return self._k("maintenance")
+
+    @property
+    def active(self) -> str:
+        return self._k("active")
+
+    @property
+    def active_by_switch(self) -> str:
+        return self._k("active", "switch")
+
+    @property
+    def active_global(self) -> str:
+        return self._k("active", "global")
 
     def generation_prefix(self, gen: int | str) -> str:
         """Prefix of every key of one generation, ending in a colon."""
