@@ -15,6 +15,7 @@ Layout (``P`` is the prefix, ``G`` a generation number)::
     P:inv:G:districts           hash  district id -> {"name": ...}
     P:inv:G:switches            hash  switch index -> {"id", "address", "district", ...}
     P:inv:G:switch-index        hash  switch id -> switch index
+    P:inv:G:switch-subscribers  hash  switch id -> numbers on it (for district shares)
     P:inv:G:phones:B            hash  E.164 digits -> switch index       (B = bucket)
     P:inv:G:details:B           hash  E.164 digits -> "account<US>port<US>address"
     P:state                     hash  switch id -> {"state", "since", "reason", "root", "rtt_ms"}
@@ -42,6 +43,7 @@ from dataclasses import dataclass
 DISTRICTS = "districts"
 SWITCHES = "switches"
 SWITCH_INDEX = "switch-index"
+SWITCH_LOAD = "switch-subscribers"
 PHONES = "phones"
 DETAILS = "details"
 
@@ -142,6 +144,9 @@ class Keys:
 
     def switch_index(self, gen: int | str) -> str:
         return self.generation_prefix(gen) + SWITCH_INDEX
+
+    def switch_load(self, gen: int | str) -> str:
+        return self.generation_prefix(gen) + SWITCH_LOAD
 
     def phones(self, gen: int | str, bucket: int) -> str:
         return f"{self.generation_prefix(gen)}{PHONES}:{bucket}"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from importlib import resources
 from string import Template
 from typing import Any
@@ -24,6 +24,27 @@ from announcer.phones import PhoneNormaliser, Rejected, e164, is_withheld
 
 _NO_DETAILS = Details()
 _UNPROBED: dict[str, Any] = {"state": "unknown"}
+
+
+def _live(raw: str | None, now: float) -> dict[str, Any] | None:
+    """The announcement record, unless it has expired: an expired prompt is never
+    played, even if nothing has cleaned it up yet."""
+    if raw is None:
+        return None
+    record: dict[str, Any] = json.loads(raw)
+    if float(record["expires"]) <= now or not record.get("prompt"):
+        return None
+    return record
+
+
+def _describe_heard(heard: dict[str, Any] | None) -> str:
+    if heard is None:
+        return "nothing is active"
+    until = time.strftime("%H:%M", time.localtime(float(heard["expires"])))
+    scope = heard["scope"]
+    if scope != "global":
+        scope += " " + ", ".join(heard.get("targets", ()))
+    return f"hears {heard['source']} announcement {heard['id']} ({scope}, until {until})"
 
 
 def _describe_state(state: dict[str, Any]) -> str:
@@ -89,39 +110,48 @@ class Lookup:
         self.normaliser = normaliser
         self._script = redis.register_script(_script_source())
 
-    async def __call__(self, caller_id: str | None) -> Answer:
+    async def __call__(self, caller_id: str | None, now: float | None = None) -> Answer:
         shown = caller_id or ""
         digits: str | Rejected = "" if is_withheld(caller_id) else self.normaliser.normalise(shown)
         asked = "" if isinstance(digits, Rejected) else digits
-        gen, switch_raw, district_raw, details_raw, state_raw = await self._script(
-            keys=[self.keys.inventory, self.keys.state], args=[asked, self.keys.generations]
+        k = self.keys
+        gen, switch_raw, district_raw, details_raw, state_raw, heard_raw = await self._script(
+            keys=[k.inventory, k.state, k.active, k.active_by_switch, k.active_global],
+            args=[asked, k.generations],
         )
-        if not asked:
-            why = digits.reason if isinstance(digits, Rejected) else "the caller ID is withheld"
-            return Answer.nobody(
-                shown, None, f"{why}: only announcements for everyone apply; none is active"
-            )
-        phone = e164(asked)
-        if gen is None:
-            return Answer.nobody(shown, phone, "no inventory has been imported yet")
+        heard = _live(heard_raw, time.time() if now is None else now)
+        prompt, announcement = (heard["prompt"], heard["id"]) if heard else (None, None)
         if switch_raw is None:
-            return Answer.nobody(shown, phone, f"{phone} is not in the inventory; none is active")
+            if not asked:
+                why = digits.reason if isinstance(digits, Rejected) else "the caller ID is withheld"
+                who = f"{why}: only announcements for everyone apply"
+            elif gen is None:
+                who = "no inventory has been imported yet"
+            else:
+                who = f"{e164(asked)} is not in the inventory"
+            answer = Answer.nobody(shown, e164(asked) if asked else None, "")
+            return replace(
+                answer,
+                prompt=prompt,
+                announcement=announcement,
+                reason=f"{who}; {_describe_heard(heard)}",
+            )
         switch = json.loads(switch_raw)
         name = json.loads(district_raw)["name"] if district_raw else None
         details = Details.unpack(details_raw) if details_raw else _NO_DETAILS
         state: dict[str, Any] = json.loads(state_raw) if state_raw else _UNPROBED
         return Answer(
             caller_id=shown,
-            phone=phone,
+            phone=e164(asked),
             known=True,
             switch=switch["id"],
             district=switch["district"],
             district_name=name,
-            prompt=None,
-            announcement=None,
+            prompt=prompt,
+            announcement=announcement,
             reason=(
                 f"known subscriber on switch {switch['id']} in {name};"
-                f" {_describe_state(state)}; nothing is active"
+                f" {_describe_state(state)}; {_describe_heard(heard)}"
             ),
             state=state["state"],
             state_since=state.get("since"),

@@ -96,7 +96,12 @@ def _near_miss(name: str, known: dict[str, str]) -> str:
 
 
 async def resolve(
-    redis: Redis, keys: Keys, settings: Settings, request: StaffRequest, now: float
+    redis: Redis,
+    keys: Keys,
+    settings: Settings,
+    request: StaffRequest,
+    now: float,
+    ident: str | None = None,
 ) -> Announcement | Refused:
     """Check a request against the inventory and the limits; build the announcement."""
     chosen = sum(bool(x) for x in (request.districts, request.switches, request.everyone))
@@ -143,7 +148,7 @@ async def resolve(
             return Refused(f"unknown switch {', '.join(map(repr, missing))}; check the ids")
         targets, scope = tuple(dict.fromkeys(request.switches)), Scope.SWITCH
     return Announcement(
-        id=new_id("staff"),
+        id=ident or new_id("staff"),
         scope=scope,
         targets=targets,
         source=Source.STAFF,
@@ -162,9 +167,14 @@ async def publish(
     settings: Settings,
     request: StaffRequest,
     now: float | None = None,
+    ident: str | None = None,
 ) -> Announcement | Refused:
-    """Check and store a staff announcement; the publisher makes it live."""
-    announcement = await resolve(redis, keys, settings, request, now or time.time())
+    """Check and store a staff announcement; the publisher makes it live.
+
+    ``ident`` names it (the drop folder names the recording's sound the same);
+    a new one is made otherwise.
+    """
+    announcement = await resolve(redis, keys, settings, request, now or time.time(), ident)
     if isinstance(announcement, Announcement):
         await AnnouncementStore(redis, keys).add_staff(announcement)
     return announcement

@@ -7,8 +7,9 @@ billing writes, plus a share of unknown numbers: (a) one caller at a time,
 (b) ``--concurrency`` callers at once, back to back (asyncio tasks sharing
 one client and its pool, as the daemon does): a saturation test, where one
 Python process's throughput sets the latency; (c) the same callers arriving
-at ``--rate`` lookups a second in all, as calls reach a PBX. The floor, measured the same way in the same
-run, is a plain ``GET`` of one small key through the same client.
+at ``--rate`` lookups a second in all, as calls reach a PBX. The floor,
+measured the same way in the same run, is a plain ``GET`` of one small key
+through the same client.
 
 Each phase uses a fresh ``Lookup`` (so a fresh phone normaliser, as right
 after a daemon restart) and its own random callers. Latency is taken around

@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-bash scripts/system-packages.sh redis-server iptables iproute2 snmpd fping gcc libsnmp-dev
+bash scripts/system-packages.sh redis-server iptables iproute2 snmpd fping gcc libsnmp-dev ffmpeg espeak-ng
 . scripts/venv.sh
 
 for bench in inventory_import lookup icmp_sweep snmp_rate detection; do

@@ -4,6 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-bash scripts/system-packages.sh redis-server
+bash scripts/system-packages.sh redis-server ffmpeg espeak-ng
 . scripts/venv.sh
 exec .venv/bin/announcer demo "$@"

@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/system-packages.sh redis-server postgresql mariadb-server \
-    iptables iputils-ping iproute2 snmpd
+    iptables iputils-ping iproute2 snmpd ffmpeg espeak-ng
 bash scripts/databases.sh
 . scripts/venv.sh
 

@@ -106,7 +106,7 @@ def test_dry_run_touches_nothing(
     assert done.returncode == 0, done.stderr
     assert "Dry run" in done.stdout
     assert json.loads(announcer("lookup", "89161234567", "--json").stdout)["reason"] == (
-        "no inventory has been imported yet"
+        "no inventory has been imported yet; nothing is active"
     )
 
 

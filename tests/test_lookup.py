@@ -64,7 +64,7 @@ async def test_unknown_number(lookup: Lookup) -> None:
     assert not answer.known
     assert answer.phone == "+79990000000"
     assert answer.switch is None
-    assert answer.reason == "+79990000000 is not in the inventory; none is active"
+    assert answer.reason == "+79990000000 is not in the inventory; nothing is active"
 
 
 @pytest.mark.parametrize("caller_id", ["", "anonymous", "Unknown", None])
@@ -86,7 +86,7 @@ async def test_garbage_caller_id_is_not_an_error(lookup: Lookup) -> None:
 async def test_before_any_import(redis: Redis, keys: Keys) -> None:
     answer = await Lookup(redis, keys, PhoneNormaliser())("+79161234567")
     assert not answer.known
-    assert answer.reason == "no inventory has been imported yet"
+    assert answer.reason == "no inventory has been imported yet; nothing is active"
 
 
 async def test_answer_as_json_has_the_documented_fields(lookup: Lookup) -> None:

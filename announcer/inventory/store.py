@@ -93,6 +93,14 @@ class InventoryStore:
         raw: dict[str, str] = await self.redis.hgetall(self.keys.districts(live.gen))  # type: ignore[assignment]
         return {i: json.loads(v)["name"] for i, v in raw.items()}
 
+    async def subscriber_counts(self) -> dict[str, int]:
+        """Switch id -> subscriber numbers on it, in the live inventory."""
+        live = await self.current()
+        if live is None:
+            return {}
+        raw: dict[str, str] = await self.redis.hgetall(self.keys.switch_load(live.gen))  # type: ignore[assignment]
+        return {switch: int(count) for switch, count in raw.items()}
+
     async def snapshot(self) -> Snapshot:
         """Read the live inventory back (for the diff of the next import)."""
         snap = Snapshot()
@@ -158,6 +166,10 @@ class InventoryStore:
             if digits in details:
                 detail_buckets.setdefault(bucket, []).extend((digits, details[digits].pack()))
 
+        load: dict[str, int] = {}
+        for switch_id in inv.phones.values():
+            load[switch_id] = load.get(switch_id, 0) + 1
+
         def commands() -> Iterator[list[str | int]]:
             if inv.districts:
                 names = (x for i, d in inv.districts.items() for x in (i, _json({"name": d.name})))
@@ -168,6 +180,8 @@ class InventoryStore:
                 )
                 yield ["HSET", k.switches(gen), *records]
                 yield ["HSET", k.switch_index(gen), *(x for pair in index.items() for x in pair)]
+            if load:
+                yield ["HSET", k.switch_load(gen), *(x for pair in load.items() for x in pair)]
             for bucket, pairs in enumerate(phone_buckets):
                 if pairs:
                     yield ["HSET", k.phones(gen, bucket), *pairs]

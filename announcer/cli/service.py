@@ -1,0 +1,95 @@
+"""Commands that run the service: run, demo."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+from pathlib import Path
+
+from redis.exceptions import RedisError
+
+from announcer import probes
+from announcer.cli.common import EXIT_OK, fail, settings_of
+from announcer.config import Settings
+from announcer.dropbox import Dropbox
+from announcer.inventory.store import InventoryStore
+from announcer.keys import Keys
+from announcer.poller import Poller
+from announcer.prompts.renderer import PromptRenderer
+from announcer.publisher import Publisher
+from announcer.redisconn import connect, unreachable
+
+logger = logging.getLogger(__name__)
+
+
+async def serve(settings: Settings) -> int:
+    """The poller, the publisher and the drop folder, until SIGTERM or Ctrl-C."""
+    redis = connect(settings.redis)
+    keys = Keys(settings.redis.prefix)
+    probe_map: dict[str, probes.Probe] = {}
+    try:
+        _, switches = await InventoryStore(redis, keys).switches()
+        methods = {r.get("probe", "icmp") for r in switches.values()} or {"icmp"}
+        for name in sorted(probes.needed(methods)):
+            try:
+                probe_map[name] = probes.create(name, settings)
+            except RuntimeError as exc:
+                return fail(str(exc))
+            description = getattr(probe_map[name], "description", None)
+            if description:
+                logger.info("%s", description)
+        renderer = PromptRenderer(settings.prompts, settings.announcements.language)
+        services = {
+            "poller": Poller(redis, keys, settings, probe_map).run(),
+            "publisher": Publisher(redis, keys, settings, renderer).run(),
+            "drop folder": Dropbox(redis, keys, settings).run(),
+        }
+        main = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+        if main is not None:
+            loop.add_signal_handler(signal.SIGTERM, main.cancel)
+        logger.info("announcer is running: %s", ", ".join(services))
+        try:
+            async with asyncio.TaskGroup() as group:
+                for name, service in services.items():
+                    group.create_task(service, name=name)
+        except asyncio.CancelledError:
+            logger.info("stopping")
+        return EXIT_OK
+    finally:
+        with contextlib.suppress(RedisError):
+            for probe in probe_map.values():
+                await probe.close()
+            await redis.aclose()
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    settings = settings_of(args)
+    try:
+        return asyncio.run(serve(settings))
+    except RedisError as exc:
+        return fail(unreachable(settings.redis, exc))
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from announcer import demo  # noqa: PLC0415  (only the demo needs it)
+
+    return demo.run(args.inventory, args.redis_url)
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    r = sub.add_parser("run", help="the service: poll the switches, publish announcements")
+    r.set_defaults(func=cmd_run)
+
+    d = sub.add_parser("demo", help="a private Redis, the sample inventory and a few lookups")
+    d.add_argument(
+        "--inventory",
+        type=Path,
+        default=Path(__file__).resolve().parents[2] / "examples" / "inventory",
+        help="folder with districts.csv, switches.csv, subscribers.csv",
+    )
+    d.add_argument("--redis-url", help="use this Redis instead of a private one")
+    d.set_defaults(func=cmd_demo)

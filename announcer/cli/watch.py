@@ -1,0 +1,130 @@
+"""Commands about the switches: status, poll."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from announcer import probes, status
+from announcer.cli.common import EXIT_OK, ago, fail, settings_of
+from announcer.inventory.store import InventoryStore
+from announcer.keys import Keys
+from announcer.poller import Poller
+from announcer.redisconn import connect, unreachable
+
+
+def _render_status(data: dict[str, Any]) -> str:
+    now = data["at"]
+    counts = data["counts"]
+    out = [
+        f"Switches: {data['switches']:,}: "
+        + ", ".join(
+            f"{counts[s]:,} {s}" for s in ("up", "down", "unreachable", "flapping", "unknown")
+        )
+    ]
+    if data["inventory"] is None:
+        out.append("No inventory has been imported yet: run announcer import.")
+    if data["down"]:
+        out.append("Down (each is the root cause of its outage):")
+        for e in data["down"]:
+            out.append(
+                f"  {e['switch']:<16} {e['district_name']:<16} {e['state']} since"
+                f" {ago(e['since'], now)}; {e['behind']} unreachable behind it; {e['reason']}"
+            )
+    if data["unreachable"]:
+        out.append(f"Unreachable ({len(data['unreachable']):,}), by root cause:")
+        by_root: dict[str, list[str]] = {}
+        for e in data["unreachable"]:
+            by_root.setdefault(e["root_cause"] or "?", []).append(e["switch"])
+        for root, switches in by_root.items():
+            shown = ", ".join(switches[:8]) + (
+                f" and {len(switches) - 8} more" if len(switches) > 8 else ""
+            )
+            out.append(f"  behind {root}: {shown}")
+    poller = data["poller"]
+    if poller is None:
+        out.append("Poller: has not swept yet (announcer poll).")
+    else:
+        out.append(
+            f"Poller: last sweep {ago(poller['last_sweep_at'], now)}, took"
+            f" {poller['last_sweep_s']:.2f} s; {poller['probed']:,} probed:"
+            f" {poller['alive']:,} alive, {poller['silent']:,} silent, {poller['failed']:,} could"
+            " not be probed"
+        )
+    return "\n".join(out)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    settings = settings_of(args)
+
+    async def go() -> dict[str, Any]:
+        redis = connect(settings.redis)
+        try:
+            return await status.gather(redis, Keys(settings.redis.prefix))
+        finally:
+            await redis.aclose()
+
+    try:
+        data = asyncio.run(go())
+    except RedisError as exc:
+        return fail(unreachable(settings.redis, exc))
+    if args.json:
+        print(json.dumps(data, ensure_ascii=False, indent=2))
+    else:
+        print(_render_status(data))
+    return EXIT_OK
+
+
+def cmd_poll(args: argparse.Namespace) -> int:
+    settings = settings_of(args)
+
+    async def go() -> int:
+        redis = connect(settings.redis)
+        keys = Keys(settings.redis.prefix)
+        probe_map: dict[str, probes.Probe] = {}
+        try:
+            _, switches = await InventoryStore(redis, keys).switches()
+            if not switches:
+                return fail("no inventory to poll: run announcer import first")
+            for name in sorted(probes.needed(r.get("probe", "icmp") for r in switches.values())):
+                try:
+                    probe_map[name] = probes.create(name, settings)
+                except RuntimeError as exc:
+                    return fail(str(exc))
+                description = getattr(probe_map[name], "description", None)
+                if description:
+                    print(description, file=sys.stderr)
+            poller = Poller(redis, keys, settings, probe_map)
+            if args.once:
+                info = await poller.sweep()
+                print(
+                    f"swept {info.probed:,} switches in {info.duration_s:.2f} s: {info.alive:,}"
+                    f" alive, {info.silent:,} silent, {info.failed:,} could not be probed"
+                )
+                return EXIT_OK
+            await poller.run()
+            return EXIT_OK
+        finally:
+            for probe in probe_map.values():
+                await probe.close()
+            await redis.aclose()
+
+    try:
+        return asyncio.run(go())
+    except RedisError as exc:
+        return fail(unreachable(settings.redis, exc))
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    st = sub.add_parser("status", help="switch states, outages and the poller's last sweep")
+    st.add_argument("--json", action="store_true", help="machine-readable status")
+    st.set_defaults(func=cmd_status)
+
+    po = sub.add_parser("poll", help="probe the switches on the beat, keep their states in Redis")
+    po.add_argument("--once", action="store_true", help="one sweep, then exit")
+    po.set_defaults(func=cmd_poll)
