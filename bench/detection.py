@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 from announcer.config import RedisSettings, Settings
+from announcer.demo import firewall as netfilter
 from announcer.inventory.csv_source import read_table
 from announcer.inventory.importer import run_import
 from announcer.keys import Keys
@@ -33,7 +34,6 @@ from announcer.private_redis import PrivateRedis
 from announcer.probes.icmp import IcmpProbe
 from announcer.redisconn import connect
 from bench.common import machine_lines, percentile, table, verdict
-from tests.probes import netfilter
 
 TARGET_S = 16.0
 

@@ -4,7 +4,7 @@ Two cases on the same list, 127.1.0.0 to 127.1.39.15: (a) every address
 answers; (b) four /24s spread over the list (1,024 addresses, 10.2 %) are
 silenced by an iptables INPUT rule on echo requests, in chains of the
 benchmark's own that are removed afterwards, even on error
-(``tests/probes/netfilter.py``). The reference, measured in the same run on the
+(``announcer/demo/firewall.py``). The reference, measured in the same run on the
 same list, is ``fping -c1 -t1000 -i0 -q``: its wall time, and the hosts its
 summary counts as answering.
 
@@ -36,10 +36,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from announcer.config import IcmpSettings
+from announcer.demo.firewall import Firewall, missing
 from announcer.probes.base import Target, Verdict
 from announcer.probes.icmp import IcmpProbe
 from bench.common import table, verdict
-from tests.probes.netfilter import Firewall, missing
 
 COUNT = 10_000
 FIRST = ipaddress.IPv4Address("127.1.0.0")

@@ -17,6 +17,7 @@ import pytest
 from redis.asyncio import Redis
 
 from announcer.config import IcmpSettings, Settings
+from announcer.demo import firewall as netfilter
 from announcer.inventory.csv_source import read_table
 from announcer.inventory.importer import run_import
 from announcer.keys import Keys
@@ -26,7 +27,6 @@ from announcer.poller import Poller
 from announcer.probes.icmp import IcmpProbe
 from announcer.store import StateStore
 from tests.conftest import InventoryFiles
-from tests.probes import netfilter
 
 CITY = (
     ("core", "127.78.0.1", "north", ""),

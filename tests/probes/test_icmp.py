@@ -1,7 +1,7 @@
 """The ICMP probe against real loopback addresses, with real firewall rules.
 
 Only 127.0.0.0/8 and ::1 are ever probed. Every firewall rule lives in chains
-of the test's own (``tests/probes/netfilter.py``) and every sysctl is put back,
+of the test's own (``announcer/demo/firewall.py``) and every sysctl is put back,
 whatever the test's outcome.
 """
 
@@ -27,10 +27,10 @@ import pytest
 from icmplib import ICMPSocketError  # type: ignore[import-untyped]
 
 from announcer.config import IcmpSettings
+from announcer.demo import firewall as netfilter
 from announcer.probes import icmp, icmp_socket
 from announcer.probes.base import Probe, ProbeResult, Target, Verdict
 from announcer.probes.icmp import IcmpProbe, IcmpUnavailable
-from tests.probes import netfilter
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for raw ICMP and iptables")
 

@@ -1,16 +1,20 @@
-"""The live demo: a private Redis, the sample inventory, what callers would hear.
+"""The live demo: a private Redis, the sample city, a fibre cut, what callers hear.
 
 Runs on nothing but loopback and a throwaway Redis, so it is safe to try on
-any machine; ``--redis-url`` points it at a Redis of your own instead.
+any machine; ``--redis-url`` points it at a Redis of your own instead. As
+root, the poller and the publisher run for real and a firewall rule cuts a
+district off (``fibre_cut``); without root that part is skipped, saying why.
 """
 
 from __future__ import annotations
 
 import asyncio
+import tempfile
 from contextlib import ExitStack
 from pathlib import Path
 
 from announcer.config import RedisSettings, Settings
+from announcer.demo import fibre_cut
 from announcer.inventory.csv_source import read_table
 from announcer.inventory.importer import run_import
 from announcer.inventory.model import Table
@@ -57,6 +61,14 @@ async def _show(settings: Settings, inventory: Path) -> None:
             )
             _say(f"  {caller!r:>22} -> {answer.phone or '-':<13} {where}")
             _say(f"  {'':>22}    {answer.reason}")
+        _say()
+        _say("== Watching the switches (the sample city lives on loopback addresses)")
+        why_not = fibre_cut.unavailable()
+        if why_not:
+            _say(f"   skipped: {why_not}")
+            return
+        with tempfile.TemporaryDirectory(prefix="announcer-demo-") as work:
+            await fibre_cut.play(redis, keys, settings, _say, Path(work))
     finally:
         await redis.aclose()
 

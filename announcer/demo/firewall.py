@@ -1,4 +1,7 @@
-"""Firewall rules for the ICMP tests, in chains of their own that are always removed.
+"""Firewall rules that silence loopback switches, in chains of their own that are always removed.
+
+The demo cuts a simulated fibre with them; the tests and benchmarks make
+switches silent (INPUT) or unsendable (OUTPUT) the same way.
 
 ``Firewall`` makes two chains, ``ANNOUNCER-TEST-<random>-IN`` and ``-OUT``,
 jumped to first thing from INPUT and OUTPUT, and deletes the jumps and the
