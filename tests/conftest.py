@@ -13,6 +13,9 @@ import pytest
 from redis.asyncio import Redis
 
 from announcer.config import RedisSettings, Settings
+from announcer.inventory.csv_source import read_table
+from announcer.inventory.importer import ImportResult, run_import
+from announcer.inventory.model import Table
 from announcer.keys import Keys
 from announcer.private_redis import PrivateRedis
 from announcer.redisconn import connect
@@ -90,6 +93,17 @@ class InventoryFiles:
         write_csv(self.switches, ("id", "address", "district", "parent"), switches)
         write_csv(self.subscribers, subscriber_header, subscribers)
         return self
+
+    def tables(self) -> tuple[Table, Table, Table]:
+        return (
+            read_table("districts", self.districts),
+            read_table("switches", self.switches),
+            read_table("subscribers", self.subscribers),
+        )
+
+    async def load_into(self, settings: Settings, redis: Redis, keys: Keys) -> ImportResult:
+        """Import the files as `announcer import` would."""
+        return await run_import(settings, redis, keys, self.tables, "test")
 
     def args(self) -> list[str]:
         return [

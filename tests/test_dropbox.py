@@ -26,8 +26,6 @@ from announcer import intake
 from announcer.announce_store import AnnouncementStore
 from announcer.config import DropboxSettings, PromptSettings, RedisSettings, Settings
 from announcer.dropbox import Dropbox, Outcome
-from announcer.inventory.csv_source import read_table
-from announcer.inventory.importer import run_import
 from announcer.keys import Keys
 from announcer.prompts.audio import AudioProblem, InstalledSound
 from announcer.redisconn import connect
@@ -78,12 +76,7 @@ def audio(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
 @pytest.fixture
 async def inventory(settings: Settings, redis: Redis, keys: Keys, files: InventoryFiles) -> None:
     files.write()
-    tables = (
-        read_table("districts", files.districts),
-        read_table("switches", files.switches),
-        read_table("subscribers", files.subscribers),
-    )
-    assert (await run_import(settings, redis, keys, lambda: tables, "test")).ok
+    assert (await files.load_into(settings, redis, keys)).ok
 
 
 @pytest.fixture

@@ -6,8 +6,6 @@ import pytest
 from redis.asyncio import Redis
 
 from announcer.config import Settings
-from announcer.inventory.csv_source import read_table
-from announcer.inventory.importer import run_import
 from announcer.keys import Keys
 from announcer.lookup import Lookup
 from announcer.phones import PhoneNormaliser
@@ -25,13 +23,7 @@ async def lookup(settings: Settings, redis: Redis, keys: Keys, files: InventoryF
         ],
         subscriber_header=("phone", "switch", "account", "port", "address"),
     )
-    tables = (
-        read_table("districts", files.districts),
-        read_table("switches", files.switches),
-        read_table("subscribers", files.subscribers),
-    )
-    result = await run_import(settings, redis, keys, lambda: tables, "test")
-    assert result.ok
+    assert (await files.load_into(settings, redis, keys)).ok
     return Lookup(redis, keys, PhoneNormaliser("RU"))
 
 

@@ -18,8 +18,6 @@ from redis.asyncio import Redis
 
 from announcer.config import IcmpSettings, Settings
 from announcer.demo import firewall as netfilter
-from announcer.inventory.csv_source import read_table
-from announcer.inventory.importer import run_import
 from announcer.keys import Keys
 from announcer.lookup import Lookup
 from announcer.phones import PhoneNormaliser
@@ -57,12 +55,7 @@ async def poller(
     if os.geteuid() != 0:
         pytest.skip("needs root for raw ICMP")
     files.write(switches=CITY, subscribers=[("89161234567", "acc3"), ("89260000001", "south1")])
-    tables = (
-        read_table("districts", files.districts),
-        read_table("switches", files.switches),
-        read_table("subscribers", files.subscribers),
-    )
-    assert (await run_import(settings, redis, keys, lambda: tables, "test")).ok
+    assert (await files.load_into(settings, redis, keys)).ok
     fast = settings.model_copy(
         update={"icmp": IcmpSettings(timeout_ms=300, rate_pps=100_000, interval_s=1)}
     )
@@ -131,12 +124,7 @@ async def test_poller_follows_a_new_import(
         switches=[*CITY[:2], ("new1", "127.78.3.1", "north", "agg")],
         subscribers=[("89161234567", "new1")],
     )
-    tables = (
-        read_table("districts", files.districts),
-        read_table("switches", files.switches),
-        read_table("subscribers", files.subscribers),
-    )
-    assert (await run_import(settings, redis, keys, lambda: tables, "test")).ok
+    assert (await files.load_into(settings, redis, keys)).ok
     info = await poller.sweep()
     assert info.probed == 3
     assert await states(redis, keys) == {"core": "up", "agg": "up", "new1": "up"}

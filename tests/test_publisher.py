@@ -16,8 +16,6 @@ from redis.asyncio import Redis
 from announcer.announce_store import AnnouncementStore
 from announcer.announcements import Announcement, Maintenance, Scope, Source
 from announcer.config import PromptSettings, Settings
-from announcer.inventory.csv_source import read_table
-from announcer.inventory.importer import run_import
 from announcer.keys import Keys
 from announcer.lookup import Lookup
 from announcer.phones import PhoneNormaliser
@@ -47,12 +45,7 @@ async def city(
     others = [("+79160000002", "n2"), ("+79160000003", "n3")]
     others += [("+79260000002", "s2"), ("+79260000003", "s2")]
     files.write(switches=CITY, subscribers=[(N1_CALLER, "n1"), (S1_CALLER, "s1"), *others])
-    tables = (
-        read_table("districts", files.districts),
-        read_table("switches", files.switches),
-        read_table("subscribers", files.subscribers),
-    )
-    assert (await run_import(settings, redis, keys, lambda: tables, "test")).ok
+    assert (await files.load_into(settings, redis, keys)).ok
     prompts = PromptSettings(
         sounds_dir=tmp_path / "sounds", cache_dir=tmp_path / "cache", tts="espeak"
     )

@@ -10,8 +10,6 @@ from redis.asyncio import Redis
 
 from announcer.announcements import Announcement, Scope, Source
 from announcer.config import Settings
-from announcer.inventory.csv_source import read_table
-from announcer.inventory.importer import run_import
 from announcer.keys import Keys
 from announcer.staff import Refused, StaffRequest, parse_duration, parse_moment, resolve
 from tests.conftest import InventoryFiles
@@ -52,12 +50,7 @@ def test_full_date_and_bad_time() -> None:
 @pytest.fixture
 async def imported(settings: Settings, redis: Redis, keys: Keys, files: InventoryFiles) -> None:
     files.write()
-    tables = (
-        read_table("districts", files.districts),
-        read_table("switches", files.switches),
-        read_table("subscribers", files.subscribers),
-    )
-    assert (await run_import(settings, redis, keys, lambda: tables, "test")).ok
+    assert (await files.load_into(settings, redis, keys)).ok
 
 
 @pytest.mark.usefixtures("imported")

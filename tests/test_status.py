@@ -12,8 +12,6 @@ from redis.asyncio import Redis
 
 from announcer import status
 from announcer.config import Settings
-from announcer.inventory.csv_source import read_table
-from announcer.inventory.importer import run_import
 from announcer.keys import Keys
 from announcer.states import State, SwitchState
 from announcer.store import StateStore, SweepInfo
@@ -30,12 +28,7 @@ async def _city(settings: Settings, redis: Redis, keys: Keys, files: InventoryFi
             ("s1", "127.0.0.14", "south", "core"),
         )
     )
-    tables = (
-        read_table("districts", files.districts),
-        read_table("switches", files.switches),
-        read_table("subscribers", files.subscribers),
-    )
-    assert (await run_import(settings, redis, keys, lambda: tables, "test")).ok
+    assert (await files.load_into(settings, redis, keys)).ok
     await StateStore(redis, keys).publish(
         {
             "core": SwitchState(State.UP, 100.0),

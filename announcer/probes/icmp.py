@@ -38,11 +38,11 @@ from dataclasses import dataclass
 from icmplib import ICMPSocketError  # type: ignore[import-untyped]
 
 from announcer.config import IcmpSettings
+from announcer.probes import kernel
 from announcer.probes.base import ProbeResult, Target, Verdict
 from announcer.probes.icmp_socket import (
     ANCILLARY_BYTES,
     ID_SEQ,
-    TIMESPEC,
     Channel,
     IcmpMode,
     IcmpUnavailable,
@@ -156,11 +156,7 @@ class _Sweep:
             index = outstanding.pop((ident, seq, source), None)
             if index is None:
                 continue
-            if ancillary:
-                seconds, nanoseconds = TIMESPEC.unpack_from(ancillary[0][2])
-                elapsed = seconds + nanoseconds * 1e-9 - sent_at[index]
-            else:
-                elapsed = time.time() - sent_at[index]
+            elapsed = (kernel.arrival(ancillary) or time.time()) - sent_at[index]
             if elapsed <= timeout_s:
                 self.rtt_ms[index] = int(max(elapsed, 0.0) * 1e6) / 1000
             else:

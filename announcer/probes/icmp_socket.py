@@ -16,7 +16,6 @@ the packets themselves are built and parsed by ``announcer.probes.icmp``.
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import logging
 import os
@@ -34,6 +33,8 @@ from icmplib import (  # type: ignore[import-untyped]
     SocketPermissionError,
 )
 
+from announcer.probes import kernel
+
 logger = logging.getLogger(__name__)
 
 PING_GROUP_RANGE = Path("/proc/sys/net/ipv4/ping_group_range")
@@ -42,17 +43,12 @@ RCVBUF_BYTES = 4 * 1024 * 1024
 SNDBUF_BYTES = 1024 * 1024
 
 # Linux socket options that the socket module does not name.
-_SO_RCVBUFFORCE = 33
 _SO_ATTACH_FILTER = 26
-_SO_TIMESTAMPNS = 35
 _SOL_RAW = 255
 _ICMP_FILTER = 1
 _ICMP6_FILTER = 1
 
-TIMESPEC = struct.Struct("@ll")
-"""struct timespec of SO_TIMESTAMPNS(_OLD): the kernel's receive time of a packet."""
-ANCILLARY_BYTES = socket.CMSG_SPACE(TIMESPEC.size)
-"""Ancillary buffer size for ``recvmsg``: room for that timestamp."""
+ANCILLARY_BYTES = kernel.ANCILLARY_BYTES
 ID_SEQ = struct.Struct("!HH")
 """Identifier and sequence number, 4 bytes into an echo header."""
 
@@ -198,23 +194,10 @@ def _bpf_program(ident: int, ipv4: bool) -> bytes:
 def _tune(sock: socket.socket, raw: bool, ident: int) -> None:
     """Big buffers, kernel timestamps; on raw sockets only the ICMP types we read."""
     sock.setblocking(False)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, _SO_RCVBUFFORCE, RCVBUF_BYTES)
-    except OSError:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF_BYTES)
-    got = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
-    if got < RCVBUF_BYTES:
-        logger.warning(
-            "ICMP receive buffer is %d bytes, not %d: replies of big sweeps may be dropped;"
-            " raise net.core.rmem_max to %d",
-            got // 2,
-            RCVBUF_BYTES,
-            RCVBUF_BYTES,
-        )
-    with contextlib.suppress(OSError):
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SNDBUF_BYTES)
-    with contextlib.suppress(OSError):  # without it replies are timed when read
-        sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
+    kernel.enlarge_buffers(
+        sock, RCVBUF_BYTES, SNDBUF_BYTES, "ICMP", f"raise net.core.rmem_max to {RCVBUF_BYTES}"
+    )
+    kernel.time_arrivals(sock)
     if not raw:
         return  # the kernel hands a ping socket only its own echo replies
     ipv4 = sock.family == socket.AF_INET

@@ -20,11 +20,11 @@ import logging
 import os
 import secrets
 import socket
-import struct
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from announcer.probes import kernel
 from announcer.probes.snmp_ber import (
     RESPONSE,
     BerError,
@@ -44,10 +44,6 @@ DRAIN_BATCH = 1024
 SEND_RETRIES = 5
 """Tries of one datagram while the send buffer is full (EAGAIN, ENOBUFS)."""
 
-_SO_RCVBUFFORCE = 33  # Linux; the socket module does not name it
-_SO_TIMESTAMPNS = 35
-_TIMESPEC = struct.Struct("@qq")
-_ANC_BYTES = socket.CMSG_SPACE(_TIMESPEC.size)
 _MAX_REQUEST_ID = 0x7FFFFFFF
 
 
@@ -88,18 +84,13 @@ class Channel:
         """Read what the socket holds (at most ``limit`` datagrams) and match it."""
         for _ in range(limit):
             try:
-                data, ancillary, _flags, address = self.sock.recvmsg(65535, _ANC_BYTES)
+                data, ancillary, _flags, address = self.sock.recvmsg(65535, kernel.ANCILLARY_BYTES)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
                 logger.debug("SNMP receive: %s", exc)
                 return
-            arrived = 0.0
-            for level, kind, value in ancillary:
-                if level == socket.SOL_SOCKET and kind == _SO_TIMESTAMPNS:
-                    seconds, nanoseconds = _TIMESPEC.unpack_from(value)
-                    arrived = seconds + nanoseconds / 1e9
-            self._match(data, address, arrived or time.time())
+            self._match(data, address, kernel.arrival(ancillary) or time.time())
 
     def _match(self, data: bytes, address: Any, arrived: float) -> None:
         try:
@@ -203,18 +194,11 @@ class Channel:
 
 def _tune(sock: socket.socket) -> None:
     """Big buffers (replies of a whole sweep may queue up) and kernel timestamps."""
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, _SO_RCVBUFFORCE, RCVBUF_BYTES)
-    except OSError:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF_BYTES)
-    got = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
-    if got < RCVBUF_BYTES:
-        logger.warning(
-            "SNMP receive buffer is %d bytes, not %d: replies of big sweeps may be dropped;"
-            " raise net.core.rmem_max (sysctl) or lower [snmp] max_in_flight",
-            got // 2,
-            RCVBUF_BYTES,
-        )
-    with contextlib.suppress(OSError):
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SNDBUF_BYTES)
-    sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
+    kernel.enlarge_buffers(
+        sock,
+        RCVBUF_BYTES,
+        SNDBUF_BYTES,
+        "SNMP",
+        "raise net.core.rmem_max (sysctl) or lower [snmp] max_in_flight",
+    )
+    kernel.time_arrivals(sock)
