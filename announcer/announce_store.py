@@ -20,6 +20,26 @@ from announcer.store import EVENTS_MAXLEN
 _json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
+#: A lookup names the targets of an announcement up to this many, then counts.
+NAMED_TARGETS = 5
+
+
+def heard(a: Announcement) -> dict[str, object]:
+    """What a lookup needs of an announcement: small even when it covers
+    thousands of switches, since every caller who hears it reads it."""
+    out: dict[str, object] = {
+        "id": a.id,
+        "scope": a.scope.value,
+        "source": a.source.value,
+        "expires": a.expires,
+        "targets": list(a.targets[:NAMED_TARGETS]),
+        "count": len(a.targets),
+    }
+    if a.prompt:
+        out["prompt"] = a.prompt
+    return out
+
+
 class AnnouncementStore:
     def __init__(self, redis: Redis, keys: Keys) -> None:
         self.redis = redis
@@ -69,9 +89,10 @@ class AnnouncementStore:
         """Replace the active set and its index in one transaction."""
         k = self.keys
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.delete(k.active, k.active_by_switch, k.active_global)
+            pipe.delete(k.active, k.active_heard, k.active_by_switch, k.active_global)
             if active:
                 pipe.hset(k.active, mapping={a.id: _json(a.record()) for a in active})
+                pipe.hset(k.active_heard, mapping={a.id: _json(heard(a)) for a in active})
             if by_switch:
                 pipe.hset(k.active_by_switch, mapping=dict(by_switch))  # type: ignore[arg-type]
             if everyone:

@@ -217,8 +217,9 @@ class DropboxSettings(_Section):
     spool: Path = Path("/var/spool/announcer")
     """incoming/, done/ and rejected/ live here."""
     max_recording_s: Annotated[float, Field(gt=0, le=3_600)] = 120.0
-    settle_s: Annotated[float, Field(ge=0, le=600)] = 2.0
-    """A file is taken once it has not changed for this long."""
+    settle_s: Annotated[float, Field(ge=0, le=600)] = 1.0
+    """A file is taken once it has not changed for this long (and, where inotify
+    saw it written, has been closed)."""
     rescan_s: Annotated[float, Field(gt=0, le=3_600)] = 10.0
     """Look at the whole folder this often too, in case a change was missed."""
 

@@ -62,6 +62,7 @@ import logging
 import os
 import stat
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from asyncinotify import Event, Inotify, Mask
@@ -105,7 +106,15 @@ _WATCHED = (
 class Dropbox:
     """Watches ``<spool>/incoming/`` and publishes what staff drop there."""
 
-    def __init__(self, redis: Redis, keys: Keys, settings: Settings) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        keys: Keys,
+        settings: Settings,
+        published: Callable[[], None] | None = None,
+    ) -> None:
+        """``published`` is called after a drop went live (to wake the publisher)."""
+        self.published = published
         self.redis = redis
         self.keys = keys
         self.settings = settings
@@ -359,6 +368,8 @@ class Dropbox:
             return None
         with contextlib.suppress(OSError):
             work.rmdir()
+        if outcome.accepted and self.published is not None:
+            self.published()
         return outcome
 
     def _put_back(self, work: Path, names: tuple[str, ...]) -> None:

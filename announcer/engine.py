@@ -154,43 +154,57 @@ def _restored(
     rules: Rules,
     now: float,
 ) -> list[Announcement]:
-    """'Service restored' for what an outage that has just ended covered."""
+    """'Service restored' for what an outage that has just ended covered.
+
+    It keeps the outage's scope where the whole of it is back (a district, or
+    everyone), so a city-wide restoration is one small record rather than a
+    list of every switch; the switches still cut off hear their outage, which
+    outranks it anyway.
+    """
     if rules.restored_s <= 0:
         return []
-    out = []
+    out = [a for a in previous if a.source is Source.RESTORED and a.expires > now]
     for old in previous:
-        if old.source is Source.RESTORED and old.expires > now:
-            out.append(old)
-        elif old.source is Source.AUTO and old.id not in current_ids:
-            if old.scope is Scope.SWITCH:
-                back = tuple(s for s in old.targets if s not in cut_off)
-            elif old.scope is Scope.DISTRICT:
-                back = tuple(
-                    s
-                    for s, d in topology.district_of.items()
-                    if d in old.targets and s not in cut_off
-                )
-            else:
-                back = tuple(s for s in topology.district_of if s not in cut_off)
+        if old.source is not Source.AUTO or old.id in current_ids:
+            continue
+        made = replace(
+            old,
+            id=f"restored-{old.id}",
+            source=Source.RESTORED,
+            text="",
+            created=now,
+            expires=now + rules.restored_s,
+            eta=None,
+        )
+        if old.scope is Scope.SWITCH:
+            back = tuple(s for s in old.targets if s not in cut_off)
             if back:
-                out.append(
-                    Announcement(
-                        f"restored-{old.id}",
-                        Scope.SWITCH,
-                        back,
-                        Source.RESTORED,
-                        "",
-                        now,
-                        now + rules.restored_s,
-                        root_cause=old.root_cause,
-                    )
-                )
-    # an outage that came back outranks its restored message; drop what it covers
-    return [
-        replace(r, targets=tuple(s for s in r.targets if s not in cut_off))
-        for r in out
-        if any(s not in cut_off for s in r.targets)
-    ]
+                out.append(replace(made, targets=back))
+        elif old.scope is Scope.DISTRICT:
+            still = {topology.district_of[s] for s in cut_off if s in topology.district_of}
+            whole = tuple(d for d in old.targets if d not in still)
+            if whole:
+                out.append(replace(made, targets=whole))
+            partly = tuple(
+                s
+                for s, d in topology.district_of.items()
+                if d in old.targets and d in still and s not in cut_off
+            )
+            if partly:
+                out.append(replace(made, id=f"{made.id}-part", scope=Scope.SWITCH, targets=partly))
+        elif not cut_off:
+            out.append(made)
+        else:
+            back = tuple(s for s in topology.district_of if s not in cut_off)
+            out.append(replace(made, scope=Scope.SWITCH, targets=back))
+    # a switch whose outage is back hears that, not that it was restored
+    kept = []
+    for r in out:
+        if r.scope is not Scope.SWITCH:
+            kept.append(r)
+        elif any(s not in cut_off for s in r.targets):
+            kept.append(replace(r, targets=tuple(s for s in r.targets if s not in cut_off)))
+    return kept
 
 
 def _winners(
@@ -246,10 +260,10 @@ def evaluate(
     roots = _affected(states, topology)
     automatic, suppressed = _automatic(roots, topology, rules, planned, now)
     before = {a.id: a for a in previous}
-    # an outage that goes on keeps its id and its start
-    automatic = [
-        replace(a, created=before[a.id].created) if a.id in before else a for a in automatic
-    ]
+    # an outage that goes on keeps its id and its start; its expiry is pushed on
+    # only once half of the hold has passed, so its record stays the same from
+    # one evaluation to the next and need not be written again
+    automatic = [_goes_on(a, before.get(a.id), now, rules) for a in automatic]
     cut_off = {s for a in automatic for s in _covered(a, topology)}
     restored = _restored(previous, {a.id for a in automatic}, cut_off, topology, rules, now)
     planned_works = [
@@ -281,6 +295,13 @@ def evaluate(
     current = {a.id for a in active}
     result.closed = [a for a in previous if a.id not in current]
     return result
+
+
+def _goes_on(a: Announcement, old: Announcement | None, now: float, rules: Rules) -> Announcement:
+    if old is None:
+        return a
+    expires = old.expires if old.expires - now > rules.auto_hold_s / 2 else a.expires
+    return replace(a, created=old.created, expires=expires)
 
 
 def _covered(a: Announcement, topology: Topology) -> set[str]:

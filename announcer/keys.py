@@ -24,6 +24,7 @@ Layout (``P`` is the prefix, ``G`` a generation number)::
     P:staff                     hash  announcement id -> staff announcement (JSON)
     P:maintenance               hash  window id -> maintenance window (JSON)
     P:active                    hash  announcement id -> active announcement (JSON)
+    P:active:heard              hash  announcement id -> what a lookup needs of it (small JSON)
     P:active:switch             hash  switch id -> id of the announcement its callers hear
     P:active:global             str   id of the announcement unknown callers hear
 
@@ -120,6 +121,10 @@ class Keys:
     @property
     def active(self) -> str:
         return self._k("active")
+
+    @property
+    def active_heard(self) -> str:
+        return self._k("active", "heard")
 
     @property
     def active_by_switch(self) -> str:

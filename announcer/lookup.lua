@@ -5,7 +5,7 @@
 --
 -- KEYS[1]  the inventory hash (gen, buckets)
 -- KEYS[2]  the switch state hash
--- KEYS[3]  the active announcements (id -> record)
+-- KEYS[3]  the active announcements as lookups need them (id -> small record)
 -- KEYS[4]  switch id -> id of the announcement its callers hear
 -- KEYS[5]  id of the announcement everyone else hears
 -- ARGV[1]  the caller as E.164 digits, or "" when withheld

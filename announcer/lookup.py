@@ -43,7 +43,9 @@ def _describe_heard(heard: dict[str, Any] | None) -> str:
     until = time.strftime("%H:%M", time.localtime(float(heard["expires"])))
     scope = heard["scope"]
     if scope != "global":
-        scope += " " + ", ".join(heard.get("targets", ()))
+        named = list(heard.get("targets", ()))
+        more = int(heard.get("count", len(named))) - len(named)
+        scope += " " + ", ".join(named) + (f" and {more} more" if more > 0 else "")
     return f"hears {heard['source']} announcement {heard['id']} ({scope}, until {until})"
 
 
@@ -116,7 +118,7 @@ class Lookup:
         asked = "" if isinstance(digits, Rejected) else digits
         k = self.keys
         gen, switch_raw, district_raw, details_raw, state_raw, heard_raw = await self._script(
-            keys=[k.inventory, k.state, k.active, k.active_by_switch, k.active_global],
+            keys=[k.inventory, k.state, k.active_heard, k.active_by_switch, k.active_global],
             args=[asked, k.generations],
         )
         heard = _live(heard_raw, time.time() if now is None else now)

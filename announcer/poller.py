@@ -54,7 +54,10 @@ class Poller:
         settings: Settings,
         probes: Mapping[str, Probe],
         clock: Callable[[], float] = time.time,
+        changed: Callable[[], None] | None = None,
     ) -> None:
+        """``changed`` is called when a sweep changed a state (to wake the publisher)."""
+        self.changed = changed
         self.settings = settings
         self.probes = probes
         self.clock = clock
@@ -188,6 +191,8 @@ class Poller:
                 "switch %s: %s -> %s (%s)", change.switch, change.old, change.new, change.reason
             )
         await self.store.publish(self.fleet.states, changes, reboots, info if main else None)
+        if changes and self.changed is not None:
+            self.changed()
         return info
 
     async def _confirm_until(self, due: float) -> None:

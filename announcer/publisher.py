@@ -11,7 +11,9 @@ every change.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import replace
@@ -30,6 +32,10 @@ from announcer.prompts.templates import text_for
 from announcer.store import StateStore
 
 logger = logging.getLogger(__name__)
+
+#: Write the active set again after this long even if it did not change, in
+#: case something else changed it in Redis.
+REWRITE_S = 30.0
 
 
 def _event(action: str, a: Announcement) -> dict[str, str]:
@@ -58,6 +64,10 @@ class Publisher:
         self._topology: tuple[int | None, Topology] = (None, Topology())
         self._suppressed: set[str] = set()
         self._failures: list[dict[str, str]] = []
+        self._wake = asyncio.Event()
+        self._written: tuple[object, ...] = ()
+        """what this publisher last wrote: nothing is written while it stays so"""
+        self._written_at = -math.inf
 
     async def topology(self) -> Topology:
         live = await self.inventory.current()
@@ -134,7 +144,15 @@ class Publisher:
         for root in sorted(set(result.suppressed) - self._suppressed):
             events.append({"kind": "outage-in-maintenance", "switch": root})
         self._suppressed = set(result.suppressed)
-        await self.store.write_active(result.active, result.by_switch, result.everyone, events)
+        written = (
+            [a.record() for a in result.active],
+            dict(result.by_switch),
+            result.everyone,
+        )
+        stale = time.monotonic() - self._written_at > REWRITE_S
+        if events or written != self._written or stale:
+            await self.store.write_active(result.active, result.by_switch, result.everyone, events)
+            self._written, self._written_at = written, time.monotonic()
         expired = [a.id for a in staff if a.expires <= now]
         if expired:
             await self.store.remove_staff(expired)
@@ -147,10 +165,16 @@ class Publisher:
             logger.info("announcement %s closed", a.id)
         return result
 
+    def wake(self) -> None:
+        """Evaluate now rather than at the next beat: a state changed, a drop went live."""
+        self._wake.set()
+
     async def run(self, interval_s: float = 1.0) -> None:
-        """Evaluate every ``interval_s`` until cancelled; Redis outages are waited out."""
+        """Evaluate when woken, and at least every ``interval_s`` (for expiries);
+        until cancelled; Redis outages are waited out."""
         healthy = True
         while True:
+            self._wake.clear()
             try:
                 await self.publish_once()
                 if not healthy:
@@ -160,4 +184,5 @@ class Publisher:
                 if healthy:
                     logger.error("cannot publish announcements: %s; retrying", exc)
                     healthy = False
-            await asyncio.sleep(interval_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), interval_s)

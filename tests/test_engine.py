@@ -152,7 +152,9 @@ def test_outage_keeps_its_id_and_start_across_evaluations() -> None:
     first = run(states, now=1000.0)
     second = run(states, previous=first.active, now=1005.0)
     assert [a.created for a in second.active] == [1000.0]
-    assert second.active[0].expires == 1005.0 + RULES.auto_hold_s
+    assert second.active[0] == first.active[0], "unchanged: nothing to write again"
+    later = run(states, previous=second.active, now=1061.0)
+    assert later.active[0].expires == 1061.0 + RULES.auto_hold_s, "renewed past half its hold"
     assert (first.opened, second.opened, second.updated, second.closed) == (
         first.active,
         [],
@@ -188,6 +190,22 @@ def test_outage_returning_outranks_its_restored_message() -> None:
     again = run(down, previous=after.active, now=1020.0)
     assert [a.source for a in again.active] == [Source.AUTO]
     assert again.by_switch == {"n1": "auto-switch-n1"}
+
+
+def test_city_wide_restoration_is_one_announcement_for_everyone() -> None:
+    t = city()
+    states = {s: SwitchView("unreachable", 900.0, "core") for s in t.district_of}
+    states["core"] = SwitchView("down", 900.0, "core")
+    during = run(states, now=1000.0)
+    [back] = run(up(t), previous=during.active, now=1010.0).active
+    assert (back.scope, back.targets, back.source) == (Scope.GLOBAL, (), Source.RESTORED)
+
+
+def test_district_restoration_keeps_its_scope() -> None:
+    down = up(city()) | {f"n{i}": SwitchView("down", 900.0, f"n{i}") for i in range(1, 5)}
+    during = run(down, now=1000.0)
+    [back] = run(up(city()), previous=during.active, now=1010.0).active
+    assert (back.scope, back.targets) == (Scope.DISTRICT, ("north",))
 
 
 def test_escalating_to_a_district_is_not_a_restoration() -> None:

@@ -42,10 +42,11 @@ async def serve(settings: Settings) -> int:
             if description:
                 logger.info("%s", description)
         renderer = PromptRenderer(settings.prompts, settings.announcements.language)
+        publisher = Publisher(redis, keys, settings, renderer)
         services = {
-            "poller": Poller(redis, keys, settings, probe_map).run(),
-            "publisher": Publisher(redis, keys, settings, renderer).run(),
-            "drop folder": Dropbox(redis, keys, settings).run(),
+            "poller": Poller(redis, keys, settings, probe_map, changed=publisher.wake).run(),
+            "publisher": publisher.run(),
+            "drop folder": Dropbox(redis, keys, settings, published=publisher.wake).run(),
         }
         main = asyncio.current_task()
         loop = asyncio.get_running_loop()

@@ -162,11 +162,11 @@ async def play(
     _, switches = await InventoryStore(redis, keys).switches()
     north = [r["address"] for r in switches.values() if r["district"] == "north"]
     renderer = PromptRenderer(settings.prompts, settings.announcements.language)
-    poller = Poller(redis, keys, settings, {"icmp": probe})
     publisher = Publisher(redis, keys, settings, renderer)
+    poller = Poller(redis, keys, settings, {"icmp": probe}, changed=publisher.wake)
     scene = FibreCut(redis, keys, settings, say)
     say(f"   {probe.description}; a sweep every {settings.icmp.interval_s:g} s")
-    tasks = [asyncio.create_task(poller.run()), asyncio.create_task(publisher.run(0.5))]
+    tasks = [asyncio.create_task(poller.run()), asyncio.create_task(publisher.run())]
     try:
 
         async def all_up() -> bool:
