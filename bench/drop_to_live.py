@@ -1,8 +1,8 @@
 """Drop to live: a 60-second mp3 and its sidecar in incoming/ -> callers hear it.
 
 Runs the drop folder (``announcer.dropbox.Dropbox``) and the publisher
-(``announcer.publisher.Publisher``, its one-second beat) as ``announcer run``
-does, with the default ``[dropbox]`` settings, against a private Redis holding
+(``announcer.publisher.Publisher``, woken by the drop folder when a drop
+goes live, else on its one-second beat) as ``announcer run`` does, with the default ``[dropbox]`` settings, against a private Redis holding
 a small inventory (two districts). Each drop copies the same 60-second mp3
 into ``incoming/`` as ``dropN.mp3`` (not timed), then writes ``dropN.toml``
 (``districts = ["Северный"]``, ``ttl = "1h"``); the clock starts when the
@@ -10,7 +10,7 @@ sidecar is closed and stops when ``Lookup`` answers a caller in Северный
 the new announcement (it beats the earlier drops: the newest staff
 announcement wins). The wait splits into the settle time (until the pair
 leaves ``incoming/``), conversion and ``staff.publish`` (until it is in the
-staff hash) and the publisher's beat (until it is in the active set).
+staff hash) and the publisher (until it is in the active set).
 Drops start at random moments of the publisher's beat.
 
 References measured in the same run: ``install_recording`` alone on the same
@@ -220,8 +220,8 @@ async def run_drops(
     failures: list[str] = []
     try:
         await import_inventory(settings, client, keys, settings.dropbox.spool.parent)
-        box = Dropbox(client, keys, settings)
         publisher = Publisher(client, keys, settings, PromptRenderer(settings.prompts, "ru"))
+        box = Dropbox(client, keys, settings, published=publisher.wake)
         lookup = Lookup(poller, keys, PhoneNormaliser(settings.phones.default_region))
         async with asyncio.TaskGroup() as group:
             services = [

@@ -223,7 +223,9 @@ class Bench:
         await self.recover()
 
     async def in_daemon(self, case: Case, trials: int, rng: random.Random) -> None:
-        """``Publisher.run`` on its beat; states written at random moments of it.
+        """``Publisher.run`` as ``announcer run`` runs it: woken by the poller when a
+        sweep changes a state (here: by the writer of the states), else on its
+        beat; states written at random moments of that beat.
 
         The wait is watched on the caller's switch in the active index (a cheap
         HGET every few milliseconds, so the watching does not slow the daemon
@@ -239,11 +241,13 @@ class Bench:
         try:
             for trial in range(1, trials + 1):
                 await self.write_states(set())
+                daemon.wake()  # as the poller does when a sweep changed a state
                 if not await self._until(indexed, lambda x: x != case.expected):
                     case.wrong.append(f"daemon trial {trial}: the outage never cleared")
                     continue
                 await asyncio.sleep(rng.uniform(0, PUBLISHER_BEAT_S))
                 started = await self.write_states(case.roots)
+                daemon.wake()
                 if not await self._until(indexed, lambda x: x == case.expected):
                     case.wrong.append(f"daemon trial {trial}: not active within {WAIT_S:g} s")
                     continue
