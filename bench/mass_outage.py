@@ -312,7 +312,7 @@ def case_rows(case: Case) -> list[list[str]]:
         _measured("  prompt rendered: publish_once", case.warm_publish),
         _measured("  prompt rendered: states -> lookup hears it", case.warm_heard),
         _measured("  steady state: publish_once", case.steady),
-        _measured(f"  daemon, {PUBLISHER_BEAT_S:g}-s beat: states -> heard", case.daemon),
+        _measured("  daemon (Publisher.run, woken): states -> heard", case.daemon),
     ]
 
 
@@ -381,8 +381,8 @@ async def bench(
         "1st call: a new Publisher loads the topology (switches, districts, subscriber"
         " counts); cold: the prompt text is rendered for the first time; prompt rendered:"
         " the outage cleared and came back; steady state: evaluated again while it lasts",
-        f"verdicts judge the slowest run; the running daemon adds 0-{PUBLISHER_BEAT_S:g} s"
-        " of waiting for the publisher's next beat to publish_once",
+        "verdicts judge the slowest run; in the daemon the poller wakes the publisher when a"
+        f" sweep changed a state (its {PUBLISHER_BEAT_S:g}-s beat is for expiries)",
         "active at the end: "
         + ", ".join(f"{i} ({len(v.encode()):,} bytes of JSON)" for i, v in restored.items())
         + "; every lookup hearing it reads and parses that record",
