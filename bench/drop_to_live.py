@@ -1,17 +1,17 @@
 """Drop to live: a 60-second mp3 and its sidecar in incoming/ -> callers hear it.
 
 Runs the drop folder (``announcer.dropbox.Dropbox``) and the publisher
-(``announcer.publisher.Publisher``, woken by the drop folder when a drop
-goes live, else on its one-second beat) as ``announcer run`` does, with the default ``[dropbox]`` settings, against a private Redis holding
-a small inventory (two districts). Each drop copies the same 60-second mp3
-into ``incoming/`` as ``dropN.mp3`` (not timed), then writes ``dropN.toml``
+(``announcer.publisher.Publisher``, woken by the drop folder when a drop goes
+live, else on its one-second beat) as ``announcer run`` does, with the
+default ``[dropbox]`` settings, against a private Redis holding a small
+inventory (two districts). Each drop copies the same 60-second mp3 into
+``incoming/`` as ``dropN.mp3`` (not timed), then writes ``dropN.toml``
 (``districts = ["Северный"]``, ``ttl = "1h"``); the clock starts when the
 sidecar is closed and stops when ``Lookup`` answers a caller in Северный with
 the new announcement (it beats the earlier drops: the newest staff
 announcement wins). The wait splits into the settle time (until the pair
 leaves ``incoming/``), conversion and ``staff.publish`` (until it is in the
 staff hash) and the publisher (until it is in the active set).
-Drops start at random moments of the publisher's beat.
 
 References measured in the same run: ``install_recording`` alone on the same
 mp3 (median of a few), and ``[dropbox] settle_s`` with the publisher's beat,
