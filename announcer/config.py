@@ -224,6 +224,18 @@ class DropboxSettings(_Section):
     """Look at the whole folder this often too, in case a change was missed."""
 
 
+class FastAgiSettings(_Section):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    """Where the dialplan's AGI(agi://HOST:PORT/outage) reaches announcer."""
+    port: Annotated[int, Field(ge=1, le=65535)] = 4573
+    header_timeout_s: Annotated[float, Field(gt=0, le=60)] = 2.0
+    """A client that has not sent its AGI headers by then is dropped."""
+    lookup_timeout_s: Annotated[float, Field(gt=0, le=10)] = 1.0
+    """A lookup slower than this answers "nothing to play": the call goes on."""
+    max_sessions: Annotated[int, Field(ge=1, le=100_000)] = 1000
+
+
 class Settings(_Section):
     redis: RedisSettings = RedisSettings()
     phones: PhoneSettings = PhoneSettings()
@@ -235,6 +247,7 @@ class Settings(_Section):
     announcements: AnnouncementSettings = AnnouncementSettings()
     prompts: PromptSettings = PromptSettings()
     dropbox: DropboxSettings = DropboxSettings()
+    fastagi: FastAgiSettings = FastAgiSettings()
 
 
 class ConfigError(Exception):

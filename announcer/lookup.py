@@ -88,6 +88,8 @@ class Answer:
     """sound to play (relative to Asterisk's sounds directory, no extension)"""
     announcement: str | None
     reason: str
+    scope: str | None = None
+    """the heard announcement's scope: switch, district or global"""
     state: str | None = None
     """the switch's state: up, down, unreachable, flapping or unknown"""
     state_since: float | None = None
@@ -123,6 +125,7 @@ class Lookup:
         )
         heard = _live(heard_raw, time.time() if now is None else now)
         prompt, announcement = (heard["prompt"], heard["id"]) if heard else (None, None)
+        scope = heard["scope"] if heard else None
         if switch_raw is None:
             if not asked:
                 why = digits.reason if isinstance(digits, Rejected) else "the caller ID is withheld"
@@ -136,6 +139,7 @@ class Lookup:
                 answer,
                 prompt=prompt,
                 announcement=announcement,
+                scope=scope,
                 reason=f"{who}; {_describe_heard(heard)}",
             )
         switch = json.loads(switch_raw)
@@ -151,6 +155,7 @@ class Lookup:
             district_name=name,
             prompt=prompt,
             announcement=announcement,
+            scope=scope,
             reason=(
                 f"known subscriber on switch {switch['id']} in {name};"
                 f" {_describe_state(state)}; {_describe_heard(heard)}"

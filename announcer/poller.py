@@ -187,9 +187,8 @@ class Poller:
             failed=sum(r.verdict is Verdict.FAILED for r in results),
         )
         for change in changes:
-            logger.info(
-                "switch %s: %s -> %s (%s)", change.switch, change.old, change.new, change.reason
-            )
+            why = f" ({change.reason})" if change.reason else ""
+            logger.info("switch %s: %s -> %s%s", change.switch, change.old, change.new, why)
         await self.store.publish(self.fleet.states, changes, reboots, info if main else None)
         if changes and self.changed is not None:
             self.changed()

@@ -17,6 +17,9 @@ from announcer.config import Settings
 from announcer.dropbox import Dropbox
 from announcer.inventory.store import InventoryStore
 from announcer.keys import Keys
+from announcer.lookup import Lookup
+from announcer.pbx.agi import AgiServer
+from announcer.phones import PhoneNormaliser
 from announcer.poller import Poller
 from announcer.prompts.renderer import PromptRenderer
 from announcer.publisher import Publisher
@@ -48,6 +51,18 @@ async def serve(settings: Settings) -> int:
             "publisher": publisher.run(),
             "drop folder": Dropbox(redis, keys, settings, published=publisher.wake).run(),
         }
+        agi = settings.fastagi
+        if agi.enabled:
+            lookup = Lookup(redis, keys, PhoneNormaliser(settings.phones.default_region))
+            server = AgiServer(
+                lookup,
+                agi.host,
+                agi.port,
+                header_timeout_s=agi.header_timeout_s,
+                lookup_timeout_s=agi.lookup_timeout_s,
+                max_sessions=agi.max_sessions,
+            )
+            services[f"FastAGI on {agi.host}:{agi.port}"] = server.run()
         main = asyncio.current_task()
         loop = asyncio.get_running_loop()
         if main is not None:

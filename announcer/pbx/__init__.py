@@ -1,0 +1,1 @@
+"""What Asterisk talks to: the FastAGI server (``agi``)."""
