@@ -9,7 +9,9 @@ import os
 import platform
 import shutil
 import subprocess
+from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any, cast
 from urllib.parse import urlsplit
 
@@ -152,3 +154,28 @@ def table(rows: Sequence[Sequence[str]], head: Sequence[str]) -> list[str]:
         return "  ".join(str(c).ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
 
     return [line(head), "  ".join("-" * w for w in widths), *(line(r) for r in rows)]
+
+
+@dataclass
+class Timing:
+    """Latencies of calls timed one by one, and the calls that raised."""
+
+    latencies_ns: list[int]
+    """of the calls that succeeded"""
+    wall_s: float
+    errors: Counter[str] = field(default_factory=Counter)
+    """exception name -> how many calls raised it"""
+
+    def ms(self, share: float) -> float:
+        return percentile(sorted(self.latencies_ns), share) / 1e6
+
+    @property
+    def max_ms(self) -> float:
+        return max(self.latencies_ns, default=math.nan) / 1e6
+
+    @property
+    def rate(self) -> float:
+        return len(self.latencies_ns) / self.wall_s
+
+    def failures(self) -> str:
+        return ", ".join(f"{n:,} x {name}" for name, n in self.errors.most_common())

@@ -33,7 +33,6 @@ import argparse
 import asyncio
 import gc
 import json
-import math
 import os
 import random
 import sys
@@ -42,7 +41,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import ExitStack
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import cast
 
@@ -59,12 +58,12 @@ from announcer.staff import StaffRequest, publish
 from bench import synthetic
 from bench.common import (
     PREFIX,
+    Timing,
     add_redis_argument,
     delete_prefix,
     load_average,
     loopback_url,
     machine_lines,
-    percentile,
     sync_client,
     table,
     verdict,
@@ -91,27 +90,6 @@ class Used:
     def __init__(self, end: os.times_result, start: os.times_result) -> None:
         self.user = end.user - start.user
         self.system = end.system - start.system
-
-
-@dataclass
-class Timing:
-    latencies_ns: list[int]
-    wall_s: float
-    errors: Counter[str] = field(default_factory=Counter)
-
-    def ms(self, share: float) -> float:
-        return percentile(sorted(self.latencies_ns), share) / 1e6
-
-    @property
-    def max_ms(self) -> float:
-        return max(self.latencies_ns, default=math.nan) / 1e6
-
-    @property
-    def rate(self) -> float:
-        return len(self.latencies_ns) / self.wall_s
-
-    def failures(self) -> str:
-        return ", ".join(f"{n:,} x {name}" for name, n in self.errors.most_common(5))
 
 
 def make_calls(

@@ -32,7 +32,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
@@ -45,11 +45,11 @@ from announcer.redisconn import connect
 from bench import synthetic
 from bench.common import (
     PREFIX,
+    Timing,
     add_redis_argument,
     delete_prefix,
     load_average,
     machine_lines,
-    percentile,
     sync_client,
     table,
     verdict,
@@ -70,29 +70,6 @@ class Call:
     caller: str
     expected: str | None
     """the switch id the answer must name, or None for an unknown number"""
-
-
-@dataclass
-class Timing:
-    latencies_ns: list[int]
-    """of the calls that succeeded"""
-    wall_s: float
-    errors: Counter[str] = field(default_factory=Counter)
-    """exception name -> how many calls raised it"""
-
-    def ms(self, share: float) -> float:
-        return percentile(sorted(self.latencies_ns), share) / 1e6
-
-    @property
-    def max_ms(self) -> float:
-        return max(self.latencies_ns, default=math.nan) / 1e6
-
-    @property
-    def rate(self) -> float:
-        return len(self.latencies_ns) / self.wall_s
-
-    def failures(self) -> str:
-        return ", ".join(f"{n:,} x {name}" for name, n in self.errors.most_common())
 
 
 def make_calls(
