@@ -81,7 +81,7 @@ def delete_prefix(client: redis.Redis, prefix: str = PREFIX) -> int:
     return removed
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
             for line in f:
@@ -126,7 +126,7 @@ def machine_lines(url: str) -> list[str]:
     with sync_client(url) as client:
         server = info(client, "server")
     return [
-        f"machine: nproc {_nproc()}, {_cpu_model()}, {platform.system()} {platform.release()},"
+        f"machine: nproc {_nproc()}, {cpu_model()}, {platform.system()} {platform.release()},"
         f" load average {load_average()} at start",
         f"python:  {platform.python_implementation()} {platform.python_version()}",
         f"redis:   redis-server {server.get('redis_version', '?')} at {url}"

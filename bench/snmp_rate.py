@@ -42,7 +42,7 @@ from pathlib import Path
 from announcer.config import SnmpSettings
 from announcer.probes.base import Target
 from announcer.probes.snmp import SnmpProbe
-from bench.common import table, verdict
+from bench.common import cpu_model, table, verdict
 from tests.probes.snmpd import Snmpd, find_snmpd, snmpd_version
 
 TARGET_RATE = 2_000.0
@@ -137,17 +137,6 @@ class Run:
     @property
     def rate(self) -> float:
         return self.gets / self.seconds if self.seconds > 0 else 0.0
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _rcvbuf_errors() -> int:
@@ -273,7 +262,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
     cpus = sorted(os.sched_getaffinity(0))
-    print(f"machine: nproc {len(cpus)}, {_cpu_model()}, {platform.system()} {platform.release()}")
+    print(f"machine: nproc {len(cpus)}, {cpu_model()}, {platform.system()} {platform.release()}")
     print(f"python:  {platform.python_implementation()} {platform.python_version()}")
     print(f"snmpd:   {snmpd_version()}")
     agents = [Snmpd(address=f"127.0.0.{n + 2}") for n in range(args.agents)]
