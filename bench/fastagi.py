@@ -68,7 +68,7 @@ from bench.common import (
     table,
     verdict,
 )
-from bench.inventory_import import timed_import
+from bench.inventory_import import generate_and_import
 
 TARGET_P99_MS = 5.0
 WARMUP_SESSIONS = 2_000
@@ -541,21 +541,10 @@ def prepare(
 ) -> tuple[list[tuple[str, list[Call], float]], list[Call]] | None:
     """Generate and import the inventory, announce, draw the callers; None if the
     import failed."""
-    start = time.perf_counter()
-    syn = synthetic.generate(folder, args.districts, args.switches, args.subscribers, args.seed)
-    print(
-        f"generated {len(syn.districts):,} districts, {len(syn.switch_ids):,} switches,"
-        f" {len(syn.numbers):,} subscribers in {time.perf_counter() - start:.1f} s,"
-        f" seed {args.seed}",
-        flush=True,
-    )
-    settings = Settings(redis=RedisSettings(url=url, prefix=PREFIX))
-    with sync_client(url) as admin:
-        delete_prefix(admin)
-    run = asyncio.run(timed_import(settings, Keys(PREFIX), syn, dry_run=False))
-    if not run.ok or run.rejected:
-        print(f"the import failed or rejected rows: {run.refused} {run.first_errors}")
+    prepared = generate_and_import(url, folder, args)
+    if prepared is None:
         return None
+    syn, run = prepared
     announced = syn.districts[: round(len(syn.districts) * args.announced_share)]
     ident = asyncio.run(announce(url, announced)) if announced else "none"
     print(

@@ -147,6 +147,30 @@ async def timed_import(
     return run
 
 
+def generate_and_import(
+    url: str, folder: Path, args: argparse.Namespace
+) -> tuple[synthetic.Synthetic, Run] | None:
+    """The setup of the benchmarks that need a live inventory (not timed):
+    generate ``args``' synthetic city into ``folder``, import it under
+    ``PREFIX``; None, said why, when the import failed."""
+    start = time.perf_counter()
+    syn = synthetic.generate(folder, args.districts, args.switches, args.subscribers, args.seed)
+    print(
+        f"generated {len(syn.districts):,} districts, {len(syn.switch_ids):,} switches,"
+        f" {len(syn.numbers):,} subscribers in {time.perf_counter() - start:.1f} s,"
+        f" seed {args.seed}",
+        flush=True,
+    )
+    settings = Settings(redis=RedisSettings(url=url, prefix=PREFIX))
+    with sync_client(url) as admin:
+        delete_prefix(admin)
+    run = asyncio.run(timed_import(settings, Keys(PREFIX), syn, dry_run=False))
+    if not run.ok or run.rejected:
+        print(f"the import failed or rejected rows: {run.refused} {run.first_errors}")
+        return None
+    return syn, run
+
+
 def inspect_buckets(client: redis.Redis, keys: Keys, seed: int) -> Buckets:
     live = cast(dict[str, str], client.hgetall(keys.inventory))
     gen, buckets = live["gen"], int(live["buckets"])

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from announcer.config import RedisSettings, Settings
+from announcer.config import RedisSettings
 from announcer.keys import Keys
 from announcer.lookup import Lookup
 from announcer.phones import PhoneNormaliser
@@ -54,7 +54,7 @@ from bench.common import (
     table,
     verdict,
 )
-from bench.inventory_import import timed_import
+from bench.inventory_import import generate_and_import
 
 TARGET_SINGLE_P99_MS = 0.5
 TARGET_CONCURRENT_P99_MS = 3.0
@@ -281,21 +281,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         for line in machine_lines(url):
             print(line)
         folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="announcer-bench-")))
-        start = time.perf_counter()
-        syn = synthetic.generate(folder, args.districts, args.switches, args.subscribers, args.seed)
-        print(
-            f"generated {len(syn.districts):,} districts, {len(syn.switch_ids):,} switches,"
-            f" {len(syn.numbers):,} subscribers in {time.perf_counter() - start:.1f} s,"
-            f" seed {args.seed}",
-            flush=True,
-        )
-        settings = Settings(redis=RedisSettings(url=url, prefix=PREFIX))
-        with sync_client(url) as admin:
-            delete_prefix(admin)
-        run = asyncio.run(timed_import(settings, Keys(PREFIX), syn, dry_run=False))
-        if not run.ok or run.rejected:
-            print(f"the import failed or rejected rows: {run.refused} {run.first_errors}")
+        prepared = generate_and_import(url, folder, args)
+        if prepared is None:
             return 1
+        syn, run = prepared
         print(
             f"imported {run.subscribers:,} subscribers in {run.wall_s:.1f} s (setup, not measured)",
             flush=True,
