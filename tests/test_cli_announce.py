@@ -118,6 +118,9 @@ def test_planned_works(announcer: Run) -> None:
     heard = json.loads(announcer("lookup", "89260000001", "--json").stdout)
     assert heard["announcement"] == f"maintenance-{ident}"
     assert announcer("maintenance", "remove", ident).returncode == 0
+    again = announcer("maintenance", "remove", ident)
+    assert again.returncode == 1
+    assert f"no planned works {ident}" in again.stderr
     assert json.loads(announcer("lookup", "89260000001", "--json").stdout)["prompt"] is None
     backwards = announcer(
         "maintenance", "add", "--district", "south", "--from", "2100-01-01 05:00",

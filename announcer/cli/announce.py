@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -17,7 +16,7 @@ from redis.exceptions import RedisError
 from announcer import staff
 from announcer.announce_store import AnnouncementStore
 from announcer.announcements import Announcement, Maintenance, new_id
-from announcer.cli.common import EXIT_FAILED, EXIT_OK, fail, settings_of
+from announcer.cli.common import EXIT_OK, fail, settings_of
 from announcer.config import Settings
 from announcer.inventory.store import InventoryStore
 from announcer.keys import Keys
@@ -215,15 +214,21 @@ def cmd_maintenance_add(args: argparse.Namespace) -> int:
 def cmd_maintenance_remove(args: argparse.Namespace) -> int:
     settings = settings_of(args)
 
-    async def work(redis: Redis, keys: Keys) -> int:
-        removed = await AnnouncementStore(redis, keys).remove_maintenance(args.ids)
+    async def work(redis: Redis, keys: Keys) -> str | None:
+        store = AnnouncementStore(redis, keys)
+        planned = {m.id for m in await store.maintenance()}
+        unknown = [i for i in args.ids if i not in planned]
+        if unknown:
+            return f"no planned works {', '.join(unknown)}; see announcer list"
+        await store.remove_maintenance(args.ids)
         await _publish(redis, keys, settings)
-        return removed
+        return None
 
-    removed = _with_redis(settings, work)
-    if removed != len(args.ids):
-        print(f"announcer: removed {removed} of {len(args.ids)}", file=sys.stderr)
-        return EXIT_FAILED
+    result = _with_redis(settings, work)
+    if isinstance(result, int):
+        return result
+    if result is not None:
+        return fail(result)
     return EXIT_OK
 
 
