@@ -206,11 +206,24 @@ class AnnouncementSettings(_Section):
 class PromptSettings(_Section):
     sounds_dir: Path = Path("/var/lib/announcer/sounds")
     """Where rendered prompts go; the dialplan plays them by absolute path."""
+    asterisk_sounds_dir: Path | None = None
+    """The same folder as Asterisk sees it, when that differs: an Asterisk on
+    another machine that mounts it elsewhere, or one in a chroot. Prompts
+    handed to the dialplan (FastAGI, AstDB, Redis keys) are named under it."""
     cache_dir: Path = Path("/var/cache/announcer/tts")
     """Rendered text-to-speech, kept by engine, language and text."""
     tts: Literal["auto", "gtts", "espeak"] = "auto"
     """auto: Google's service when it answers, espeak-ng otherwise."""
     gtts_timeout_s: Annotated[float, Field(gt=0, le=60)] = 5.0
+
+    def for_asterisk(self, prompt: str) -> str:
+        """``prompt`` (a sound path without extension) as Asterisk names it."""
+        if self.asterisk_sounds_dir is None:
+            return prompt
+        path = Path(prompt)
+        if not path.is_relative_to(self.sounds_dir):
+            return prompt
+        return str(self.asterisk_sounds_dir / path.relative_to(self.sounds_dir))
 
 
 class DropboxSettings(_Section):
@@ -236,6 +249,48 @@ class FastAgiSettings(_Section):
     max_sessions: Annotated[int, Field(ge=1, le=100_000)] = 1000
 
 
+class AmiSettings(_Section):
+    """The Asterisk manager interface, for the AstDB mirror."""
+
+    enabled: bool = False
+    """Mirror what callers should hear into AstDB (the dialplan's AstDB mode)."""
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=1, le=65535)] = 5038
+    username: str = "announcer"
+    secret: str = ""
+    """manager.conf's secret for ``username``; needs write=system (DBPut)."""
+    family: str = "announcer"
+    """AstDB family: ${DB(announcer/<number>)}, ${DB(announcer/global)}."""
+    max_writes_per_s: Annotated[int, Field(ge=10, le=1_000_000)] = 10_000
+    """DBPut and DBDel actions a second at most, so a mass outage cannot
+    starve Asterisk."""
+    timeout_s: Annotated[float, Field(gt=0, le=120)] = 5.0
+    """Connecting, logging in, or one batch of actions taking longer than this
+    counts as a lost link: announcer reconnects."""
+    max_backoff_s: Annotated[float, Field(gt=0, le=3_600)] = 30.0
+    """Reconnection attempts back off from 1 s up to this."""
+
+    @field_validator("family")
+    @classmethod
+    def _family(cls, family: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9_.\-]+", family):
+            raise ValueError("expected letters, digits, '_', '.' or '-' only, at least one")
+        return family
+
+
+class MirrorSettings(_Section):
+    """Copies of what callers should hear, for dialplans that read them
+    directly (AstDB, Redis keys) rather than asking over FastAGI."""
+
+    lease_s: Annotated[float, Field(ge=2, le=3_600)] = 120.0
+    """A mirrored prompt stops playing at most this long after announcer
+    last vouched for it: when announcer, AMI or Redis is lost, callers stop
+    hearing it within this bound. Renewed every quarter of it."""
+    redis_keys: bool = False
+    """Also keep one Redis key per affected number (P:callers:<digits>) and
+    P:callers:global, with a TTL of lease_s, for func_redis or any script."""
+
+
 class Settings(_Section):
     redis: RedisSettings = RedisSettings()
     phones: PhoneSettings = PhoneSettings()
@@ -248,6 +303,8 @@ class Settings(_Section):
     prompts: PromptSettings = PromptSettings()
     dropbox: DropboxSettings = DropboxSettings()
     fastagi: FastAgiSettings = FastAgiSettings()
+    ami: AmiSettings = AmiSettings()
+    mirror: MirrorSettings = MirrorSettings()
 
 
 class ConfigError(Exception):

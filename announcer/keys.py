@@ -15,7 +15,8 @@ Layout (``P`` is the prefix, ``G`` a generation number)::
     P:inv:G:districts           hash  district id -> {"name": ...}
     P:inv:G:switches            hash  switch index -> {"id", "address", "district", ...}
     P:inv:G:switch-index        hash  switch id -> switch index
-    P:inv:G:switch-subscribers  hash  switch id -> numbers on it (for district shares)
+    P:inv:G:switch-subscribers  hash  switch id -> how many numbers are on it (district shares)
+    P:inv:G:switch-phones       hash  switch id -> its numbers, E.164 digits joined by commas
     P:inv:G:phones:B            hash  E.164 digits -> switch index       (B = bucket)
     P:inv:G:details:B           hash  E.164 digits -> "account<US>port<US>address"
     P:state                     hash  switch id -> {"state", "since", "reason", "root", "rtt_ms"}
@@ -27,6 +28,10 @@ Layout (``P`` is the prefix, ``G`` a generation number)::
     P:active:heard              hash  announcement id -> what a lookup needs of it (small JSON)
     P:active:switch             hash  switch id -> id of the announcement its callers hear
     P:active:global             str   id of the announcement unknown callers hear
+    P:heard                     stream matched lookups: announcement, phone, caller, scope, ...
+    P:callers:<digits>          str   "UNTIL,PROMPT,ID,SCOPE" a number hears ([mirror] redis_keys)
+    P:callers:global            str   the same, for everyone else; each expires after lease_s
+    P:links                     hash  mirror name -> its link's state (JSON), for status
 
 Phone numbers are spread over ``buckets`` small hashes so that Redis keeps
 each in its compact listpack encoding (about 16 bytes a number instead of
@@ -45,6 +50,7 @@ DISTRICTS = "districts"
 SWITCHES = "switches"
 SWITCH_INDEX = "switch-index"
 SWITCH_LOAD = "switch-subscribers"
+SWITCH_PHONES = "switch-phones"
 PHONES = "phones"
 DETAILS = "details"
 
@@ -134,6 +140,22 @@ class Keys:
     def active_global(self) -> str:
         return self._k("active", "global")
 
+    @property
+    def heard(self) -> str:
+        return self._k("heard")
+
+    def caller(self, name: str) -> str:
+        """The func_redis key of one number (E.164 digits) or of ``global``."""
+        return self._k("callers", name)
+
+    @property
+    def callers_pattern(self) -> str:
+        return self._k("callers", "*")
+
+    @property
+    def links(self) -> str:
+        return self._k("links")
+
     def generation_prefix(self, gen: int | str) -> str:
         """Prefix of every key of one generation, ending in a colon."""
         return f"{self.generations}{gen}:"
@@ -152,6 +174,9 @@ class Keys:
 
     def switch_load(self, gen: int | str) -> str:
         return self.generation_prefix(gen) + SWITCH_LOAD
+
+    def switch_phones(self, gen: int | str) -> str:
+        return self.generation_prefix(gen) + SWITCH_PHONES
 
     def phones(self, gen: int | str, bucket: int) -> str:
         return f"{self.generation_prefix(gen)}{PHONES}:{bucket}"

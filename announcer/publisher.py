@@ -53,9 +53,16 @@ def _event(action: str, a: Announcement) -> dict[str, str]:
 
 class Publisher:
     def __init__(
-        self, redis: Redis, keys: Keys, settings: Settings, renderer: PromptRenderer | None
+        self,
+        redis: Redis,
+        keys: Keys,
+        settings: Settings,
+        renderer: PromptRenderer | None,
+        changed: Callable[[], None] | None = None,
     ) -> None:
         self.settings = settings
+        self.changed = changed
+        """called after the active set was written with a change (the mirrors)"""
         self.renderer = renderer
         self.inventory = InventoryStore(redis, keys)
         self.states = StateStore(redis, keys)
@@ -152,7 +159,10 @@ class Publisher:
         stale = time.monotonic() - self._written_at > REWRITE_S
         if events or written != self._written or stale:
             await self.store.write_active(result.active, result.by_switch, result.everyone, events)
+            news = events or written != self._written
             self._written, self._written_at = written, time.monotonic()
+            if news and self.changed is not None:
+                self.changed()
         expired = [a.id for a in staff if a.expires <= now]
         if expired:
             await self.store.remove_staff(expired)

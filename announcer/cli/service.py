@@ -9,16 +9,20 @@ import logging
 import signal
 from pathlib import Path
 
+from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from announcer import probes
 from announcer.cli.common import EXIT_OK, fail, settings_of
 from announcer.config import Settings
 from announcer.dropbox import Dropbox
+from announcer.heard import HeardLog
 from announcer.inventory.store import InventoryStore
 from announcer.keys import Keys
 from announcer.lookup import Lookup
 from announcer.pbx.agi import AgiServer
+from announcer.pbx.ami import AstDbSink
+from announcer.pbx.mirror import Mirror, RedisKeysSink, Truth, status_writer
 from announcer.phones import PhoneNormaliser
 from announcer.poller import Poller
 from announcer.prompts.renderer import PromptRenderer
@@ -45,7 +49,13 @@ async def serve(settings: Settings) -> int:
             if description:
                 logger.info("%s", description)
         renderer = PromptRenderer(settings.prompts, settings.announcements.language)
-        publisher = Publisher(redis, keys, settings, renderer)
+        mirrors = make_mirrors(redis, keys, settings)
+
+        def wake_mirrors() -> None:
+            for mirror in mirrors:
+                mirror.wake()
+
+        publisher = Publisher(redis, keys, settings, renderer, changed=wake_mirrors)
         services = {
             "poller": Poller(redis, keys, settings, probe_map, changed=publisher.wake).run(),
             "publisher": publisher.run(),
@@ -61,8 +71,12 @@ async def serve(settings: Settings) -> int:
                 header_timeout_s=agi.header_timeout_s,
                 lookup_timeout_s=agi.lookup_timeout_s,
                 max_sessions=agi.max_sessions,
+                record=HeardLog(redis, keys).record,
+                prompt_path=settings.prompts.for_asterisk,
             )
             services[f"FastAGI on {agi.host}:{agi.port}"] = server.run()
+        for mirror in mirrors:
+            services[mirror.sink.name] = mirror.run()
         main = asyncio.current_task()
         loop = asyncio.get_running_loop()
         if main is not None:
@@ -80,6 +94,38 @@ async def serve(settings: Settings) -> int:
             for probe in probe_map.values():
                 await probe.close()
             await redis.aclose()
+
+
+def make_mirrors(redis: Redis, keys: Keys, settings: Settings) -> list[Mirror]:
+    """The AstDB and Redis-key mirrors the configuration asks for."""
+    truth = Truth(redis, keys, settings.prompts.for_asterisk)
+    lease_s = settings.mirror.lease_s
+    made = []
+    if settings.ami.enabled:
+        ami = settings.ami
+        made.append(
+            Mirror(
+                "astdb",
+                AstDbSink(ami),
+                truth,
+                lease_s=lease_s,
+                max_writes_per_s=ami.max_writes_per_s,
+                max_backoff_s=ami.max_backoff_s,
+                publish_status=status_writer(redis, keys, "astdb"),
+            )
+        )
+    if settings.mirror.redis_keys:
+        made.append(
+            Mirror(
+                "redis-keys",
+                RedisKeysSink(redis, keys, lease_s),
+                truth,
+                lease_s=lease_s,
+                max_writes_per_s=100_000,
+                publish_status=status_writer(redis, keys, "redis-keys"),
+            )
+        )
+    return made
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -101,6 +101,27 @@ class InventoryStore:
         raw: dict[str, str] = await self.redis.hgetall(self.keys.switch_load(live.gen))  # type: ignore[assignment]
         return {switch: int(count) for switch, count in raw.items()}
 
+    async def numbers_on(self, switch_ids: Sequence[str]) -> dict[str, list[str]]:
+        """The numbers (E.164 digits) on each of ``switch_ids``, in the live inventory;
+        a switch it does not know has none."""
+        if not switch_ids:
+            return {}
+        for _ in range(3):
+            live = await self.current()
+            if live is None:
+                return {}
+            key = self.keys.switch_phones(live.gen)
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.exists(key)
+                pipe.hmget(key, list(switch_ids))
+                present, packed = await pipe.execute()
+            if present or live.subscribers == 0:
+                return {
+                    s: p.split(",") if p else [] for s, p in zip(switch_ids, packed, strict=True)
+                }
+            # an import swapped generations and removed this one meanwhile
+        raise RuntimeError("the inventory changed three times while being read")
+
     async def snapshot(self) -> Snapshot:
         """Read the live inventory back (for the diff of the next import)."""
         snap = Snapshot()
@@ -166,9 +187,10 @@ class InventoryStore:
             if digits in details:
                 detail_buckets.setdefault(bucket, []).extend((digits, details[digits].pack()))
 
-        load: dict[str, int] = {}
-        for switch_id in inv.phones.values():
-            load[switch_id] = load.get(switch_id, 0) + 1
+        members: dict[str, list[str]] = {}
+        for digits, switch_id in inv.phones.items():
+            members.setdefault(switch_id, []).append(digits)
+        load = {switch_id: len(numbers) for switch_id, numbers in members.items()}
 
         def commands() -> Iterator[list[str | int]]:
             if inv.districts:
@@ -182,6 +204,11 @@ class InventoryStore:
                 yield ["HSET", k.switch_index(gen), *(x for pair in index.items() for x in pair)]
             if load:
                 yield ["HSET", k.switch_load(gen), *(x for pair in load.items() for x in pair)]
+                on_switch = list(members.items())
+                for start in range(0, len(on_switch), _PIPELINE):
+                    chunk = on_switch[start : start + _PIPELINE]
+                    numbers = (x for switch_id, n in chunk for x in (switch_id, ",".join(n)))
+                    yield ["HSET", k.switch_phones(gen), *numbers]
             for bucket, pairs in enumerate(phone_buckets):
                 if pairs:
                     yield ["HSET", k.phones(gen, bucket), *pairs]

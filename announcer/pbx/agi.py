@@ -122,8 +122,11 @@ class AgiServer:
         reply_timeout_s: float = 2.0,
         lookup_timeout_s: float = 1.0,
         record: Record | None = None,
+        prompt_path: Callable[[str], str] | None = None,
     ) -> None:
         self.lookup = lookup
+        self.prompt_path = prompt_path
+        """how Asterisk names a prompt (``PromptSettings.for_asterisk``)"""
         self.host = host
         self.port = port
         self.header_timeout_s = header_timeout_s
@@ -417,6 +420,8 @@ class _Session(asyncio.Protocol):
             answer, scope = await server._ask(caller)
             prompt = answer.prompt if answer is not None else None
             ident = answer.announcement if answer is not None and prompt else None
+            if prompt and server.prompt_path is not None:
+                prompt = server.prompt_path(prompt)
             values = ((PROMPT, prompt or ""), (ID, ident or ""), (SCOPE, scope if ident else ""))
             self.commands = [
                 f"SET VARIABLE {name} {agi_quote(value)}\n".encode() for name, value in values

@@ -21,6 +21,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from announcer.announcements import Announcement
 from announcer.config import PromptSettings, RedisSettings, Settings
+from announcer.heard import HeardLog
 from announcer.keys import Keys
 from announcer.lookup import Answer, Lookup
 from announcer.pbx.agi import AgiServer, Record, agi_quote
@@ -430,6 +431,40 @@ async def test_record_receives_matched_lookups(
             await agi_call(agi.port, caller)
         await settled(agi.server)
     assert recorded == [(north_outage, caller) for caller in NORTH_CALLER_FORMS]
+
+
+async def test_matched_lookups_land_on_the_heard_stream(
+    lookup: Lookup, city: Settings, north_outage: str, redis: Redis, keys: Keys
+) -> None:
+    log = HeardLog(redis, keys)
+    async with serving(lookup, record=log.record) as agi:
+        for caller in (NORTH_CALLER_FORMS[1], SOUTH_CALLER, NORTH_CALLER_FORMS[2]):
+            await agi_call(agi.port, caller)
+        await settled(agi.server)
+    heard = await log.entries()
+    assert [(e["announcement"], e["phone"], e["caller"]) for e in heard] == [
+        (north_outage, "+79161234567", NORTH_CALLER_FORMS[2]),
+        (north_outage, "+79161234567", NORTH_CALLER_FORMS[1]),
+    ]
+    assert {(e["scope"], e["switch"], e["district"]) for e in heard} == {
+        ("district", "n1", "north")
+    }
+
+
+async def test_prompts_are_named_as_asterisk_sees_them(
+    lookup: Lookup, city: Settings, north_outage: str
+) -> None:
+    """An Asterisk that mounts the sounds folder elsewhere (or runs in a
+    chroot) is told its own path; paths outside the folder are left alone."""
+    prompts = PromptSettings(
+        sounds_dir=Path("/var/lib/announcer"), asterisk_sounds_dir=Path("/mnt/announcer")
+    )
+    async with serving(lookup, prompt_path=prompts.for_asterisk) as agi:
+        talk = await agi_call(agi.port, NORTH_CALLER_FORMS[0])
+    assert talk.heard[0] == "/mnt/announcer/sounds/staff-north"
+    outside = PromptSettings(sounds_dir=Path("/srv/x"), asterisk_sounds_dir=Path("/mnt/x"))
+    assert outside.for_asterisk(NORTH_PROMPT) == NORTH_PROMPT
+    assert PromptSettings().for_asterisk(NORTH_PROMPT) == NORTH_PROMPT
 
 
 async def test_failing_record_does_not_affect_the_call(
