@@ -9,7 +9,8 @@
 #
 # The chroot lives outside the checkout, in $ANNOUNCER_ASTERISK_SANDBOX
 # (default /var/cache/announcer/asterisk-sid), and is reused: once finished it
-# carries a marker and a re-run only prints the Asterisk version. A build that
+# carries a marker and a re-run only adds packages the list has gained since
+# (redis-tools) and prints the Asterisk version. A build that
 # was interrupted leaves DIR.partial behind, which the next run removes and
 # starts again. The Debian mirror is the one this machine's apt already uses
 # ($ANNOUNCER_DEBIAN_MIRROR overrides it). Needs root (debootstrap, chroot).
@@ -51,11 +52,6 @@ version() {
     chroot "$1" /usr/sbin/asterisk -V
 }
 
-if [ "$rebuild" = no ] && [ -e "$marker" ]; then
-    echo "== Asterisk sandbox ready in $dir: $(version "$dir")"
-    exit 0
-fi
-
 # Unmounts whatever an interrupted debootstrap or apt left mounted under $1,
 # then deletes $1 without ever crossing into another file system.
 remove_tree() {
@@ -79,7 +75,43 @@ if ! flock -n 9; then
     echo "== another build of $dir is running; waiting for it"
     flock 9
 fi
+# Asterisk, and redis-cli for the dialplan's Redis mode without func_redis.
+packages="asterisk asterisk-modules redis-tools"
+
+# Packages of $packages that the chroot $1 lacks (a sandbox built before
+# one was added to the list gets it added, without a rebuild).
+missing_packages() {
+    local package
+    for package in $packages; do
+        chroot "$1" dpkg-query -W -f='${Status}' "$package" 2>/dev/null \
+            | grep -q "install ok installed" || echo "$package"
+    done
+}
+
+install_packages() {
+    local tree="$1"
+    shift
+    export DEBIAN_FRONTEND=noninteractive
+    echo "== apt-get update (in the chroot)"
+    chroot "$tree" apt-get -qq -o Acquire::Check-Valid-Until=false update
+    echo "== apt-get install $* (in the chroot)"
+    chroot "$tree" apt-get install -y -qq --no-install-recommends "$@" \
+        >"$tree.apt.log" 2>&1 || {
+        echo "apt-get install failed; the last lines of $tree.apt.log:" >&2
+        tail -n 20 "$tree.apt.log" >&2
+        exit 1
+    }
+    rm -f "$tree.apt.log"
+    chroot "$tree" apt-get clean
+}
+
 if [ "$rebuild" = no ] && [ -e "$marker" ]; then
+    lacking="$(missing_packages "$dir" | xargs)"
+    if [ -n "$lacking" ]; then
+        cp -L /etc/resolv.conf "$dir/etc/resolv.conf"
+        # shellcheck disable=SC2086  # one word per package
+        install_packages "$dir" $lacking
+    fi
     echo "== Asterisk sandbox ready in $dir: $(version "$dir")"
     exit 0
 fi
@@ -131,18 +163,8 @@ printf '#!/bin/sh\n# announcer sandbox: nothing starts services here\nexit 101\n
 chmod 755 "$partial/usr/sbin/policy-rc.d"
 cp -L /etc/resolv.conf "$partial/etc/resolv.conf"
 
-export DEBIAN_FRONTEND=noninteractive
-echo "== apt-get update (in the chroot)"
-chroot "$partial" apt-get -qq -o Acquire::Check-Valid-Until=false update
-echo "== apt-get install asterisk asterisk-modules (in the chroot)"
-chroot "$partial" apt-get install -y -qq --no-install-recommends asterisk asterisk-modules \
-    >"$partial.apt.log" 2>&1 || {
-    echo "apt-get install failed; the last lines of $partial.apt.log:" >&2
-    tail -n 20 "$partial.apt.log" >&2
-    exit 1
-}
-rm -f "$partial.apt.log"
-chroot "$partial" apt-get clean
+# shellcheck disable=SC2086  # one word per package
+install_packages "$partial" $packages
 
 date -u +%FT%TZ >"$partial/.announcer-sandbox-ready"
 mv "$partial" "$dir"

@@ -48,6 +48,7 @@ DEFAULT_SANDBOX = Path("/var/cache/announcer/asterisk-sid")
 READY_MARKER = ".announcer-sandbox-ready"
 BUILD_SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "asterisk-sandbox.sh"
 ASTERISK = "/usr/sbin/asterisk"
+REDIS_CLI = "/usr/bin/redis-cli"
 
 BOOT_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 10.0
@@ -69,8 +70,11 @@ def sandbox_dir() -> Path:
 
 
 def sandbox_ready(sandbox: Path) -> bool:
-    """The build script finished there (it writes the marker last)."""
-    return (sandbox / READY_MARKER).is_file() and (sandbox / ASTERISK.lstrip("/")).is_file()
+    """The build script finished there (it writes the marker last), and the
+    chroot has every program the tests use (the script adds what is new)."""
+    return (sandbox / READY_MARKER).is_file() and all(
+        (sandbox / program.lstrip("/")).is_file() for program in (ASTERISK, REDIS_CLI)
+    )
 
 
 def build_sandbox(sandbox: Path, timeout_s: float = 900.0) -> subprocess.CompletedProcess[str]:

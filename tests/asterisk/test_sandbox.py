@@ -2,32 +2,22 @@
 and the AMI, runs a dialplan with the caller ID it was given, reads AstDB,
 and talks FastAGI to a server on loopback (and carries on without it).
 
-They need root (Asterisk runs in a chroot) and the sandbox that
-``scripts/asterisk-sandbox.sh`` builds; a missing sandbox is built on the
-first test (a minute or two). Without root, or when the build fails, they are
-skipped with the reason, except under CI, where a failed build fails.
+They need root and the sandbox (the fixtures in conftest.py build it or
+skip, saying why).
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import re
-import subprocess
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
 
 from tests.asterisk.ami import AgiCommand, AsteriskError
-from tests.asterisk.sandbox import (
-    BUILD_SCRIPT,
-    Asterisk,
-    build_sandbox,
-    sandbox_dir,
-    sandbox_ready,
-)
+from tests.asterisk.sandbox import Asterisk
 
 # The first test may build the sandbox (debootstrap and apt: a minute or two
 # on a good mirror); each wait inside the harness has its own, shorter bound.
@@ -35,36 +25,6 @@ pytestmark = pytest.mark.timeout(960)
 
 CONTEXT = "announcer-test"
 CALLER = "+79161234567"
-
-
-@pytest.fixture(scope="module")
-def sandbox() -> Path:
-    path = sandbox_dir()
-    if os.geteuid() != 0:
-        pytest.skip("the Asterisk tests need root: Asterisk runs in a chroot")
-    if sandbox_ready(path):
-        return path
-    try:
-        result = build_sandbox(path)
-        output = (result.stderr or result.stdout).strip().splitlines()
-        failure = "" if result.returncode == 0 else (output[-1] if output else "no output")
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        failure = str(exc)
-    if failure or not sandbox_ready(path):
-        message = (
-            f"no Asterisk sandbox in {path}, and building it failed ({failure}); "
-            f"try it by hand: sudo scripts/{BUILD_SCRIPT.name}"
-        )
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
-
-
-@pytest.fixture
-def asterisk(sandbox: Path) -> Iterator[Asterisk]:
-    with Asterisk(sandbox) as running:
-        yield running
 
 
 class FastAgiResponder:
