@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from dataclasses import asdict
 from typing import Any
 
 from redis.asyncio import Redis
 
 from announcer.inventory.store import InventoryStore
 from announcer.keys import Keys
+from announcer.pbx.mirror import link_states
 from announcer.states import State
 from announcer.store import StateStore
 
@@ -47,6 +49,7 @@ async def gather(redis: Redis, keys: Keys) -> dict[str, Any]:
 
     broken = [s for s in switches if s in states]
     poller = await store.poller()
+    links = await link_states(redis, keys)
     return {
         "at": time.time(),
         "inventory": None
@@ -72,4 +75,5 @@ async def gather(redis: Redis, keys: Keys) -> dict[str, Any]:
             "silent": int(poller["silent"]),
             "failed": int(poller["failed"]),
         },
+        "links": {name: asdict(link) for name, link in sorted(links.items())},
     }

@@ -6,13 +6,17 @@ import json
 import os
 import subprocess
 import sys
+import time
+from dataclasses import asdict
 from pathlib import Path
 
 from redis.asyncio import Redis
 
 from announcer import status
+from announcer.cli.watch import render_status
 from announcer.config import Settings
 from announcer.keys import Keys
+from announcer.pbx.mirror import LinkStatus
 from announcer.states import State, SwitchState
 from announcer.store import StateStore, SweepInfo
 from tests.conftest import InventoryFiles
@@ -83,6 +87,31 @@ async def test_status_command(
     assert "took 1.25 s; 5 probed: 2 alive, 3 silent, 0 could not be probed" in text.stdout
     data = json.loads(run("--json").stdout)
     assert data["counts"]["unreachable"] == 2
+    assert data["links"] == {}
+
+
+async def test_status_shows_the_mirrors_links(
+    settings: Settings, redis: Redis, keys: Keys, files: InventoryFiles
+) -> None:
+    """What the NOC sees of the AstDB and Redis-key mirrors: in sync or not,
+    why not, and until when their prompts may still play."""
+    await _city(settings, redis, keys, files)
+    now = time.time()
+    up = LinkStatus(
+        "AstDB over AMI at 127.0.0.1:5038", "up", now - 60, "", 1234, 0, now + 100, now, now
+    )
+    down = LinkStatus(
+        "Redis keys", "down", now - 30, "cannot reach Redis", 0, 0, now - 5, now - 30, now
+    )
+    await redis.hset(keys.links, mapping={"astdb": json.dumps(asdict(up))})
+    await redis.hset(keys.links, mapping={"redis-keys": json.dumps(asdict(down))})
+    data = await status.gather(redis, keys)
+    text = render_status(data)
+    assert "AstDB over AMI at 127.0.0.1:5038: in sync since" in text
+    assert "1,234 entries; mirrored prompts play until" in text
+    assert "Redis keys: DOWN since" in text
+    assert "cannot reach Redis; its lease ran out at" in text
+    assert "no mirrored prompt plays (is announcer running?)" in text
 
 
 async def test_status_before_anything(redis: Redis, keys: Keys) -> None:

@@ -11,14 +11,14 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from announcer import probes, status
-from announcer.cli.common import EXIT_OK, ago, fail, settings_of
+from announcer.cli.common import EXIT_OK, ago, clock, fail, settings_of
 from announcer.inventory.store import InventoryStore
 from announcer.keys import Keys
 from announcer.poller import Poller
 from announcer.redisconn import connect, unreachable
 
 
-def _render_status(data: dict[str, Any]) -> str:
+def render_status(data: dict[str, Any]) -> str:
     now = data["at"]
     counts = data["counts"]
     out = [
@@ -56,7 +56,35 @@ def _render_status(data: dict[str, Any]) -> str:
             f" {poller['alive']:,} alive, {poller['silent']:,} silent, {poller['failed']:,} could"
             " not be probed"
         )
+    for link in data.get("links", {}).values():
+        out.append(_render_link(link, now))
     return "\n".join(out)
+
+
+def _render_link(link: dict[str, Any], now: float) -> str:
+    """One mirror's line: is it in sync, and until when its prompts may play."""
+    lease = link["vouched_until"]
+    if link["state"] == "down":
+        line = f"{link['name']}: DOWN since {ago(link['since'], now)}: {link['detail']}"
+    elif link["state"] == "syncing":
+        line = (
+            f"{link['name']}: catching up, {link['entries']:,} entries written,"
+            f" {link['pending']:,} to go"
+        )
+    elif link["state"] == "starting":
+        line = f"{link['name']}: starting"
+    else:
+        line = (
+            f"{link['name']}: in sync since {ago(link['since'], now)}, {link['entries']:,} entries"
+        )
+    if not lease:
+        return line + "; no prompt mirrored yet"
+    if lease <= now:
+        return (
+            line + f"; its lease ran out at {clock(lease)}: no mirrored prompt plays"
+            " (is announcer running?)"
+        )
+    return line + f"; mirrored prompts play until {clock(lease)} unless renewed"
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -76,7 +104,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(data, ensure_ascii=False, indent=2))
     else:
-        print(_render_status(data))
+        print(render_status(data))
     return EXIT_OK
 
 
