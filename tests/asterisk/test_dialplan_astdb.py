@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -240,6 +242,61 @@ async def test_asterisk_restarted_the_mirror_reconnects_and_reconciles(
             assert call.variables["ANNOUNCER_ID"] == south
             assert played(await ami.originate("1", ENTRY, callerid=CALLER_FORMS[3])) is None
         await eventually(lambda: _is(mirror, "up"))
+
+
+async def test_the_daemon_mirrors_and_its_prompts_stop_after_it_is_killed(
+    city: Settings, redis: Redis, keys: Keys, pbx: Asterisk, tmp_path: Path
+) -> None:
+    """``announcer run`` as a process, configured as an admin would: callers
+    hear the outage; after SIGKILL, nothing plays once the lease is over."""
+    audio = sound(pbx, "north-outage")
+    await announce(redis, keys, city, StaffRequest(districts=("north",), audio=audio))
+    config = tmp_path / "announcer.toml"
+    config.write_text(f"""\
+[redis]
+url = "{city.redis.url}"
+prefix = "{keys.prefix}"
+[prompts]
+sounds_dir = "{pbx.host_dir / "sounds"}"
+asterisk_sounds_dir = "{pbx.root}/sounds"
+cache_dir = "{tmp_path / "tts"}"
+[dropbox]
+spool = "{tmp_path / "spool"}"
+[fastagi]
+enabled = false
+[ami]
+enabled = true
+port = {pbx.ami_port}
+username = "{pbx.ami_user}"
+secret = "{pbx.ami_secret}"
+[mirror]
+lease_s = 3
+""")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ANNOUNCER_")}
+    command = [sys.executable, "-m", "announcer", "--config", str(config)]
+    daemon = await asyncio.create_subprocess_exec(
+        *command, "run", env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    try:
+        async with pbx.ami() as ami:
+            await eventually(lambda: _has(ami, "79161234567"))
+            call = await ami.originate("1", ENTRY, callerid=CALLER_FORMS[1])
+            assert played(call) == f"{pbx.root}/sounds/north-outage"
+            status = await asyncio.create_subprocess_exec(
+                *command, "status", env=env, stdout=asyncio.subprocess.PIPE
+            )
+            shown = (await status.communicate())[0].decode()
+            assert f"AstDB over AMI at 127.0.0.1:{pbx.ami_port}: in sync" in shown
+            daemon.kill()
+            await daemon.wait()
+            await asyncio.sleep(3 + 1.1)
+            call = await ami.originate("1", ENTRY, callerid=CALLER_FORMS[1])
+            assert played(call) is None
+    finally:
+        if daemon.returncode is None:
+            daemon.kill()
+        output = (await daemon.communicate())[0].decode(errors="replace")
+    assert "Traceback" not in output, output
 
 
 async def test_a_wrong_ami_secret_is_reported_plainly(pbx: Asterisk) -> None:
