@@ -16,7 +16,7 @@ Layout (``P`` is the prefix, ``G`` a generation number)::
     P:inv:G:switches            hash  switch index -> {"id", "address", "district", ...}
     P:inv:G:switch-index        hash  switch id -> switch index
     P:inv:G:switch-subscribers  hash  switch id -> how many numbers are on it (district shares)
-    P:inv:G:switch-phones       hash  switch id -> its numbers, E.164 digits joined by commas
+    P:inv:G:switch-phones       hash  switch id -> its numbers (inventory.store.pack_numbers)
     P:inv:G:phones:B            hash  E.164 digits -> switch index       (B = bucket)
     P:inv:G:details:B           hash  E.164 digits -> "account<US>port<US>address"
     P:state                     hash  switch id -> {"state", "since", "reason", "root", "rtt_ms"}

@@ -64,6 +64,37 @@ class Generation:
 _json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
+_DIGITS36 = "0123456789abcdefghijklmnopqrstuvwxyz"
+
+
+def pack_numbers(numbers: Sequence[str]) -> str:
+    """E.164 digit strings as one compact string: their width, a colon, then
+    each number in base 36 padded to that width (eight characters for a
+    Russian number instead of twelve with a separator; Redis holds a million)."""
+    values = [int(n) for n in numbers]
+    width = 1
+    while values and 36**width <= max(values):
+        width += 1
+    out = []
+    for value in values:
+        chars = []
+        rest = value
+        for _ in range(width):
+            rest, digit = divmod(rest, 36)
+            chars.append(_DIGITS36[digit])
+        out.append("".join(reversed(chars)))
+    return f"{width}:{''.join(out)}"
+
+
+def unpack_numbers(packed: str) -> list[str]:
+    """The numbers ``pack_numbers`` packed, as E.164 digit strings."""
+    head, _, body = packed.partition(":")
+    if not body:
+        return []
+    width = int(head)
+    return [str(int(body[i : i + width], 36)) for i in range(0, len(body), width)]
+
+
 class InventoryStore:
     def __init__(self, redis: Redis, keys: Keys) -> None:
         self.redis = redis
@@ -116,9 +147,7 @@ class InventoryStore:
                 pipe.hmget(key, list(switch_ids))
                 present, packed = await pipe.execute()
             if present or live.subscribers == 0:
-                return {
-                    s: p.split(",") if p else [] for s, p in zip(switch_ids, packed, strict=True)
-                }
+                return {s: unpack_numbers(p or "") for s, p in zip(switch_ids, packed, strict=True)}
             # an import swapped generations and removed this one meanwhile
         raise RuntimeError("the inventory changed three times while being read")
 
@@ -207,7 +236,7 @@ class InventoryStore:
                 on_switch = list(members.items())
                 for start in range(0, len(on_switch), _PIPELINE):
                     chunk = on_switch[start : start + _PIPELINE]
-                    numbers = (x for switch_id, n in chunk for x in (switch_id, ",".join(n)))
+                    numbers = (x for switch_id, n in chunk for x in (switch_id, pack_numbers(n)))
                     yield ["HSET", k.switch_phones(gen), *numbers]
             for bucket, pairs in enumerate(phone_buckets):
                 if pairs:

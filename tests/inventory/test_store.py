@@ -6,6 +6,8 @@ import asyncio
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from redis.asyncio import Redis
 
 from announcer import keys as layout
@@ -13,7 +15,7 @@ from announcer.config import Settings
 from announcer.inventory.csv_source import read_table
 from announcer.inventory.importer import ImportResult, run_import
 from announcer.inventory.model import Table
-from announcer.inventory.store import ImportBusy, InventoryStore
+from announcer.inventory.store import ImportBusy, InventoryStore, pack_numbers, unpack_numbers
 from announcer.keys import Keys
 from announcer.lookup import Lookup
 from announcer.phones import PhoneNormaliser
@@ -220,3 +222,13 @@ async def test_phone_buckets_stay_compact(
         )
     assert sum(sizes) == 50_000
     assert max(sizes) < 128
+
+
+@given(st.lists(st.integers(min_value=1, max_value=10**15 - 1).map(str), max_size=50))
+def test_packed_numbers_come_back_as_they_went(numbers: list[str]) -> None:
+    assert unpack_numbers(pack_numbers(numbers)) == numbers
+
+
+def test_packed_russian_numbers_take_eight_characters_each() -> None:
+    packed = pack_numbers(["79161234567", "79261234567"])
+    assert len(packed) == len("8:") + 16
