@@ -3,13 +3,16 @@
 ``Ami.originate`` places a call into the test dialplan and follows exactly
 that call's events (``Newexten``, ``VarSet``, ``AGIExecEnd``, ``Hangup``)
 until every channel of it hung up; ``Call`` is what the call did.
+``Ami.dial`` places a call the test takes part in (``LiveCall``): it presses
+keys from the phone, waits for the dialplan's variables, and hangs up.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -256,3 +259,161 @@ class Ami:
 
     async def db_del(self, family: str, key: str) -> None:
         await self.action({"Action": "DBDel", "Family": family, "Key": key})
+
+    @contextlib.asynccontextmanager
+    async def dial(
+        self,
+        number: str,
+        context: str,
+        callerid: str,
+        phone: tuple[str, str],
+        timeout_s: float = CALL_TIMEOUT_S,
+    ) -> AsyncIterator[LiveCall]:
+        """Calls ``Local/<number>@<context>`` as ``callerid`` from a phone whose
+        half of the call runs ``phone`` (context, extension), and yields the
+        call once the dialplan answered; on the way out the phone hangs up (if
+        the dialplan has not) and the call is followed until it ended.
+
+            async with ami.dial("*77", "staff-phones", "101", ("phone", "talk")) as call:
+                assert await call.value("STEP") == "pin"
+                await call.press("1234#")
+        """
+        call_id = uuid.uuid4().hex[:16]
+        call = Call(channel_id=f"{call_id}-1", dialplan_channel_id=f"{call_id}-2")
+        watch = _LiveWatch(call)
+        live = LiveCall(self, watch, f"the call to {number}@{context}")
+        self._watches.append(watch)
+        try:
+            phone_context, phone_exten = phone
+            answer = await self.action(
+                {
+                    "Action": "Originate",
+                    "Channel": f"Local/{number}@{context}",
+                    "Context": phone_context,
+                    "Exten": phone_exten,
+                    "Priority": "1",
+                    "CallerID": callerid,
+                    "Timeout": str(int(timeout_s * 1000)),
+                    "Async": "true",
+                    "ChannelId": call.channel_id,
+                    "OtherChannelId": call.dialplan_channel_id,
+                },
+                timeout_s,
+            )
+            first, last = answer[0], answer[-1]
+            if first.get("Response") not in ("Success", None):
+                raise AsteriskError(f"Originate refused: {first.get('Message', first)}")
+            call.answered = last.get("Response") == "Success"
+            call.originate_reason = last.get("Reason", "")
+            if not call.answered:
+                raise AsteriskError(f"{live.what} was not answered; {call.summary()}")
+            try:
+                yield live
+            finally:
+                await live.hang_up()
+                await live.end()
+        finally:
+            self._watches.remove(watch)
+
+
+# -- calls a test takes part in ------------------------------------------------
+
+
+class _LiveWatch(_CallWatch):
+    """A ``_CallWatch`` that also wakes whoever waits for the call's next event."""
+
+    def __init__(self, call: Call) -> None:
+        super().__init__(call)
+        self.news = asyncio.Event()
+
+    def feed(self, event: Mapping[str, Any]) -> None:
+        super().feed(event)
+        self.news.set()
+
+
+class LiveCall:
+    """A call in progress, driven by the test as the person on the phone would.
+
+    The ``;1`` half of the Local channel is the phone: it runs the context the
+    test gave (a ``Playback`` there is what the caller says); the ``;2`` half
+    runs the dialplan under test. ``press`` sends keys from the phone, ``value``
+    waits for the dialplan to set a variable, ``hang_up`` puts the phone down.
+    """
+
+    def __init__(self, ami: Ami, watch: _LiveWatch, what: str) -> None:
+        self.ami = ami
+        self.call = watch.call
+        self.what = what
+        self._watch = watch
+        self._seen = 0
+        """events of ``call.events`` already looked at by ``value``"""
+
+    @property
+    def ended(self) -> bool:
+        return self._watch.done.is_set()
+
+    async def value(self, variable: str, timeout_s: float = CALL_TIMEOUT_S) -> str:
+        """The next value the dialplan sets ``variable`` to: the first ``VarSet``
+        of the dialplan half after the last event an earlier ``value`` call
+        looked at. Fails when the call ends first."""
+        watch, call = self._watch, self.call
+        try:
+            async with asyncio.timeout(timeout_s):
+                while True:
+                    while self._seen < len(call.events):
+                        event = call.events[self._seen]
+                        self._seen += 1
+                        if (
+                            event.get("Event") == "VarSet"
+                            and event.get("Uniqueid") == call.dialplan_channel_id
+                            and event.get("Variable") == variable
+                        ):
+                            return event.get("Value", "")
+                    if watch.done.is_set():
+                        raise AsteriskError(
+                            f"{self.what} ended before it set {variable}; {call.summary()}"
+                        )
+                    watch.news.clear()
+                    await watch.news.wait()
+        except TimeoutError:
+            raise AsteriskError(
+                f"{self.what} did not set {variable} within {timeout_s:.0f} s; {call.summary()}"
+            ) from None
+
+    async def press(self, keys: str, duration_ms: int = 100) -> None:
+        """Presses ``keys`` (digits, * and #) on the phone, one after the other
+        (AMI ``PlayDTMF`` on the phone's half: the dialplan half receives them).
+        PlayDTMF comes with app_senddtmf: load it (``extra_modules``)."""
+        for key in keys:
+            answer = await self.ami.action(
+                {
+                    "Action": "PlayDTMF",
+                    "Channel": self.call.channel_id,
+                    "Digit": key,
+                    "Duration": str(duration_ms),
+                    # panoramisk reads an answer ending in "successfully queued"
+                    # as Originate's and looks up this header; without it the
+                    # connection breaks (KeyError: 'async').
+                    "Async": "false",
+                }
+            )
+            if answer[0].get("Response") != "Success":
+                raise AsteriskError(
+                    f"PlayDTMF {key!r} refused: {answer[0].get('Message')}; {self.call.summary()}"
+                )
+
+    async def hang_up(self) -> None:
+        """Puts the phone down (AMI ``Hangup`` of the phone's half), if it is not already."""
+        if not self.ended:
+            await self.ami.action({"Action": "Hangup", "Channel": self.call.channel_id})
+
+    async def end(self, timeout_s: float = CALL_TIMEOUT_S) -> Call:
+        """Waits until every channel of the call hung up; returns what it did."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self._watch.done.wait()
+        except TimeoutError:
+            raise AsteriskError(
+                f"{self.what} did not end within {timeout_s:.0f} s; {self.call.summary()}"
+            ) from None
+        return self.call
