@@ -129,7 +129,10 @@ class Sink(Protocol):
         """Every entry the sink holds now (without the lease)."""
         ...
 
-    async def apply(self, puts: Mapping[str, str], deletes: Sequence[str]) -> None: ...
+    async def apply(self, puts: Mapping[str, str], deletes: Sequence[str]) -> dict[str, str]:
+        """Write ``puts``, remove ``deletes``; return the entries the sink
+        refused one by one (entry -> why), the rest having been done."""
+        ...
 
     async def vouch(self, until: float, entries: Collection[str]) -> None:
         """Declare ``entries`` (all the sink holds) good until ``until``."""
@@ -214,9 +217,14 @@ class Mirror:
             batch = operations[start : start + BATCH]
             put = {k: v for k, v in batch if v is not None}
             delete = [k for k, v in batch if v is None]
-            await self.sink.apply(put, delete)
+            refused = await self.sink.apply(put, delete)
+            if refused:
+                self._refused(refused)
             for k in delete:
-                applied.pop(k, None)
+                if k not in refused:
+                    applied.pop(k, None)
+            # a refused write is not retried until its value changes; a
+            # refused removal is, at every sync, until it goes
             applied.update(put)
             done += len(batch)
             self._set(state="syncing", entries=len(applied), pending=len(operations) - done)
@@ -231,6 +239,11 @@ class Mirror:
         await self._vouch_if_due(now, force=reconciled)
         self._set(state="up", detail="", entries=len(applied), pending=0, synced_at=time.time())
         return True
+
+    def _refused(self, refused: Mapping[str, str]) -> None:
+        shown = "; ".join(f"{k}: {why}" for k, why in list(refused.items())[:5])
+        more = f" and {len(refused) - 5} more" if len(refused) > 5 else ""
+        logger.warning("%s refused %d entries (%s%s)", self.sink.name, len(refused), shown, more)
 
     async def _vouch_if_due(self, now: float, force: bool = False) -> None:
         if not force and time.monotonic() - self._vouched_at < self.lease_s / 4:
@@ -326,7 +339,7 @@ class RedisKeysSink:
                     out[name.removeprefix(self._prefix)] = value
         return out
 
-    async def apply(self, puts: Mapping[str, str], deletes: Sequence[str]) -> None:
+    async def apply(self, puts: Mapping[str, str], deletes: Sequence[str]) -> dict[str, str]:
         ttl = max(1, math.ceil(self.lease_s))
         async with self.redis.pipeline(transaction=False) as pipe:
             for name in deletes:
@@ -334,6 +347,7 @@ class RedisKeysSink:
             for name, value in puts.items():
                 pipe.set(self.keys.caller(name), value, ex=ttl)
             await pipe.execute()
+        return {}
 
     async def vouch(self, until: float, entries: Collection[str]) -> None:
         names = list(entries)
@@ -346,23 +360,27 @@ class RedisKeysSink:
 
 
 def status_writer(redis: Redis, keys: Keys, field_name: str) -> Callable[[LinkStatus], object]:
-    """Publishes a mirror's status into ``P:links`` for ``announcer status``,
-    at most once a second unless the state changed; losing one is harmless."""
-    last: dict[str, float | str] = {"at": -math.inf, "state": ""}
-    pending: set[asyncio.Task[None]] = set()
+    """Publishes a mirror's status into ``P:links`` for ``announcer status``.
 
-    async def write(raw: str) -> None:
-        with contextlib.suppress(RedisError, OSError):
-            await redis.hset(keys.links, field_name, raw)
+    One write at a time, always of the newest status: while one is on its way,
+    later ones replace each other, so a fast sync costs a few writes and the
+    last state written is the last one reported. Losing one (Redis down) is
+    harmless: the next change writes again.
+    """
+    newest: list[str | None] = [None]
+    writer: list[asyncio.Task[None] | None] = [None]
+
+    async def drain() -> None:
+        while newest[0] is not None:
+            raw, newest[0] = newest[0], None
+            with contextlib.suppress(RedisError, OSError):
+                await redis.hset(keys.links, field_name, raw)
 
     def publish(status: LinkStatus) -> None:
-        now = time.monotonic()
-        if status.state == last["state"] and now - float(last["at"]) < 1.0:
-            return
-        last.update(at=now, state=status.state)
-        task = asyncio.get_running_loop().create_task(write(json.dumps(asdict(status))))
-        pending.add(task)
-        task.add_done_callback(pending.discard)
+        newest[0] = json.dumps(asdict(status))
+        task = writer[0]
+        if task is None or task.done():
+            writer[0] = asyncio.get_running_loop().create_task(drain())
 
     return publish
 

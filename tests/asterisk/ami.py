@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 
 AMI_TIMEOUT_S = 10.0
 CALL_TIMEOUT_S = 15.0
+#: How long an unanswered call's events may lag behind Originate's answer.
+UNANSWERED_GRACE_S = 2.0
 
 
 class AsteriskError(RuntimeError):
@@ -93,6 +95,8 @@ class _CallWatch:
         self.channels: set[str] = set()
         self.hung_up: set[str] = set()
         self.done = asyncio.Event()
+        self.seen = asyncio.Event()
+        """set at the call's first event"""
 
     def feed(self, event: Mapping[str, Any]) -> None:
         unique = _text(event.get("Uniqueid"))
@@ -103,6 +107,7 @@ class _CallWatch:
         call.events.append(record)
         name = record.get("Event", "")
         self.channels.add(unique)
+        self.seen.set()
         on_dialplan = unique == call.dialplan_channel_id
         if name == "Newexten" and on_dialplan:
             call.steps.append(
@@ -232,6 +237,12 @@ class Ami:
                     raise AsteriskError(f"Originate refused: {first.get('Message', first)}")
                 call.answered = last.get("Response") == "Success"
                 call.originate_reason = last.get("Reason", "")
+                if not watch.channels and not call.answered:
+                    # A call the dialplan never answers (early media) ends
+                    # Originate with a failure that a busy Asterisk may send
+                    # before the call's own events: give them a moment.
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(watch.seen.wait(), UNANSWERED_GRACE_S)
                 if watch.channels or call.answered:
                     await watch.done.wait()
         except TimeoutError:

@@ -325,3 +325,19 @@ async def _booted(pbx: Asterisk) -> bool:
         return "fully booted" in await asyncio.to_thread(pbx.rx, "core waitfullybooted", 2.0)
     except Exception:
         return False
+
+
+async def test_an_entry_asterisk_refuses_is_reported_and_the_rest_goes_on(pbx: Asterisk) -> None:
+    """One value AMI cannot take (a line longer than Asterisk reads) is
+    reported with Asterisk's reason; the entries beside it are written and
+    the link stays up."""
+    sink = AstDbSink(ami_settings(pbx))
+    await sink.connect()
+    try:
+        refused = await sink.apply({"79990000001": "x" * 2000, "79990000002": "1,p,i,switch"}, ())
+        assert list(refused) == ["79990000001"]
+        assert "DBPut refused" in refused["79990000001"]
+        assert sink.connected
+        assert await sink.read_all() == {"79990000002": "1,p,i,switch"}
+    finally:
+        await sink.close()

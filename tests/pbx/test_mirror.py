@@ -67,12 +67,12 @@ class CountingSink(RedisKeysSink):
         self.deletes = 0
         self.broken = False
 
-    async def apply(self, puts: Mapping[str, str], deletes: Sequence[str]) -> None:
+    async def apply(self, puts: Mapping[str, str], deletes: Sequence[str]) -> dict[str, str]:
         if self.broken:
             raise LinkDown("the sink is unplugged")
         self.puts += len(puts)
         self.deletes += len(deletes)
-        await super().apply(puts, deletes)
+        return await super().apply(puts, deletes)
 
 
 def mirror(redis: Redis, keys: Keys, sink: RedisKeysSink, lease_s: float = 60.0) -> Mirror:
@@ -260,13 +260,12 @@ async def test_a_broken_sink_is_reported_and_reconciled_after(
     try:
         await eventually(lambda: _is(m, "down"))
         assert "unplugged" in m.status.detail
-        await asyncio.sleep(1.1)  # status writes are spaced a second apart
-        m.wake()
         await eventually(lambda: _reported(redis, keys, "down"))
         await redis.set(keys.caller("79990000000"), "9999999999,stale,x,switch")
         sink.broken = False
         await eventually(lambda: _is(m, "up"))
         assert sorted(await caller_keys(redis, keys)) == NORTH
+        await eventually(lambda: _reported(redis, keys, "up"))
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
