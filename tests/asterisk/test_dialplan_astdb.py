@@ -341,3 +341,20 @@ async def test_an_entry_asterisk_refuses_is_reported_and_the_rest_goes_on(pbx: A
         assert await sink.read_all() == {"79990000002": "1,p,i,switch"}
     finally:
         await sink.close()
+
+
+async def test_a_prompt_whose_sound_is_missing_counts_as_not_heard(
+    city: Settings, redis: Redis, keys: Keys, pbx: Asterisk
+) -> None:
+    """The sounds folder lost the file: the caller goes on to the queue and
+    the dialplan does not claim they heard anything."""
+    missing = str(pbx.host_dir / "sounds" / "gone")
+    await announce(redis, keys, city, StaffRequest(districts=("north",), audio=missing))
+    async with pbx.ami() as ami, running(make_mirror(pbx, redis, keys, city)):
+        await eventually(lambda: _has(ami, "79161234567"))
+        answered = await ami.originate("1", ENTRY, callerid=CALLER_FORMS[0])
+        early = await ami.originate("2", ENTRY, callerid=CALLER_FORMS[0])
+    for call in (answered, early):
+        assert call.variables["REACHED_QUEUE"] == "1", call.summary()
+        assert call.variables["ANNOUNCER_PROMPT"] == f"{pbx.root}/sounds/gone"
+        assert call.variables["ANNOUNCER_RESULT"] == "none", call.summary()
