@@ -14,7 +14,14 @@ that whatever else the machine does hits them alike:
     for half the districts), the caller a known subscriber of the other
     half: the whole lookup, and nothing to play;
 (c) the same check with announcer down: nothing listens on the port, so the
-    connection is refused.
+    connection is refused;
+(d) ``Gosub(announcer-astdb,s,1)`` with the mirror's lease in force and no
+    entry for the caller (three ``${DB()}`` reads), and (e) with nobody
+    vouching (announcer gone: one read, then straight on);
+(f) ``Gosub(announcer-redis,s,1)`` reading a Redis on loopback through
+    ``SHELL(redis-cli)`` (func_redis is not packaged for Debian; its
+    ``REDIS()`` would be an in-process read), no key for the caller, and
+    (g) with nothing listening on the Redis port.
 
 Each mode's context stamps Asterisk's clock (``STRFTIME``, to the
 microsecond) on its first step and on its queue step; the Originate is
@@ -23,11 +30,13 @@ real-time clock). Printed: p50/p95/p99 of Originate -> queue step, and of
 first step -> queue step (the check alone, Asterisk's clock only), with the
 delay each mode adds over (a), percentile by percentile. Every call is
 checked: it reached the queue step, played nothing, and ended its AGI as the
-mode expects. Target for (c): no delay beyond a few milliseconds.
+mode expects. Targets: a check that answers adds at most 5 ms (the FastAGI
+target), one whose other end is down at most 3 ms ("no delay beyond a few
+milliseconds").
 
 A mode is one entry in ``MODES``: its dialplan check, the shipped files it
 includes, how to bring up (or take down) what it talks to, and what a call
-must show; AstDB and Redis-key modes go in the same list.
+must show.
 
     python -m bench.dialplan_delay [--calls N] [--subscribers N]
 """
@@ -175,8 +184,59 @@ def agi_ended(status: str) -> Callable[[Call], str | None]:
     return wrong
 
 
+@contextlib.asynccontextmanager
+async def astdb_vouched(env: Env) -> AsyncIterator[Served]:
+    """A lease in force in the AstDB family, as the mirror keeps it while
+    announcer is up; the caller has no entry, and there is no global one."""
+    family = "bench-astdb-up"
+    async with env.asterisk.ami() as ami:
+        await ami.db_put(family, "lease", str(int(time.time()) + 3600))
+        try:
+            yield Served({"ANNOUNCER_FAMILY": family})
+        finally:
+            await ami.action({"Action": "DBDelTree", "Family": family})
+
+
+@contextlib.asynccontextmanager
+async def astdb_gone(env: Env) -> AsyncIterator[Served]:
+    """A family nobody vouches for: announcer stopped, its lease long over."""
+    yield Served({"ANNOUNCER_FAMILY": "bench-astdb-down"})
+
+
+@contextlib.asynccontextmanager
+async def redis_up(env: Env) -> AsyncIterator[Served]:
+    """A Redis on a loopback port for redis-cli in the chroot; the caller has
+    no key, and there is no global one."""
+    with PrivateRedis(tcp=True) as url:
+        port = url.rsplit(":", 1)[1].split("/")[0]
+        yield Served(
+            {"ANNOUNCER_REDIS_READER": "redis-cli", "ANNOUNCER_REDIS_PORT": port},
+            ["(f) reads with SHELL(redis-cli): func_redis is not packaged for Debian"],
+        )
+
+
+@contextlib.asynccontextmanager
+async def redis_down(env: Env) -> AsyncIterator[Served]:
+    """No Redis on the port: redis-cli's connection is refused."""
+    yield Served(
+        {"ANNOUNCER_REDIS_READER": "redis-cli", "ANNOUNCER_REDIS_PORT": str(free_tcp_port())}
+    )
+
+
+def nothing_played(call: Call) -> str | None:
+    if problem := reached_the_queue(call):
+        return problem
+    if call.variables.get("ANNOUNCER_RESULT") != "none" or call.variables.get("ANNOUNCER_PROMPT"):
+        return f"expected nothing to play: {call.summary()}"
+    return None
+
+
 FASTAGI = ("Gosub(announcer-fastagi,s,1)",)
 FASTAGI_FILES = ("announcer-common.conf", "announcer-fastagi.conf")
+ASTDB = ("Gosub(announcer-astdb,s,1)",)
+ASTDB_FILES = ("announcer-common.conf", "announcer-astdb.conf")
+REDIS = ("Gosub(announcer-redis,s,1)",)
+REDIS_FILES = ("announcer-common.conf", "announcer-redis.conf")
 
 MODES: list[Mode] = [
     Mode(
@@ -203,6 +263,42 @@ MODES: list[Mode] = [
         includes=FASTAGI_FILES,
         serve=announcer_down,
         wrong=agi_ended("FAILURE"),
+        target_ms=TARGET_DOWN_MS,
+    ),
+    Mode(
+        key="astdb-up",
+        label="(d) AstDB, lease in force, caller unaffected",
+        check=ASTDB,
+        includes=ASTDB_FILES,
+        serve=astdb_vouched,
+        wrong=nothing_played,
+        target_ms=TARGET_UP_MS,
+    ),
+    Mode(
+        key="astdb-down",
+        label="(e) AstDB, announcer gone (lease over)",
+        check=ASTDB,
+        includes=ASTDB_FILES,
+        serve=astdb_gone,
+        wrong=nothing_played,
+        target_ms=TARGET_DOWN_MS,
+    ),
+    Mode(
+        key="redis-up",
+        label="(f) Redis keys, caller unaffected",
+        check=REDIS,
+        includes=REDIS_FILES,
+        serve=redis_up,
+        wrong=nothing_played,
+        target_ms=TARGET_UP_MS,
+    ),
+    Mode(
+        key="redis-down",
+        label="(g) Redis keys, Redis down (refused)",
+        check=REDIS,
+        includes=REDIS_FILES,
+        serve=redis_down,
+        wrong=nothing_played,
         target_ms=TARGET_DOWN_MS,
     ),
 ]
@@ -344,7 +440,7 @@ def ready_sandbox() -> Path | str:
 
 
 def start_asterisk(sandbox: Path, modes: Sequence[Mode]) -> Asterisk:
-    asterisk = Asterisk(sandbox)
+    asterisk = Asterisk(sandbox, extra_modules=("func_db", "func_shell"))
     asterisk.start()
     try:
         for name in {name for mode in modes for name in mode.includes}:
