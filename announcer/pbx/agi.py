@@ -9,7 +9,10 @@ with three commands::
     SET VARIABLE ANNOUNCER_SCOPE "district"
 
 one at a time, each acknowledged by Asterisk with ``200 result=1``, then
-closes the connection, which ends the AGI and lets the dialplan go on. Empty
+closes the connection, which ends the AGI and lets the dialplan go on. (Not
+all three at once: Asterisk 22 reads the socket through a buffered stream
+but waits for the next command by polling the descriptor, so a second
+command already in its buffer is never seen and the call stalls.) Empty
 values mean "nothing to play": an unaffected caller, or a lookup that failed
 (Redis down), since the dialplan must fail open, straight to the queue.
 
