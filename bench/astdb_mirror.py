@@ -86,11 +86,8 @@ from bench.common import (
 from bench.inventory_import import generate_and_import
 from tests.asterisk.ami import Ami
 from tests.asterisk.sandbox import (
-    BUILD_SCRIPT,
     Asterisk,
-    build_sandbox,
-    sandbox_dir,
-    sandbox_ready,
+    ready_sandbox,
 )
 
 TARGET_S = 10.0
@@ -626,26 +623,6 @@ def report(results: Results, numbers: int, rate: float, window: int) -> list[str
     return out
 
 
-def ready_sandbox() -> Path | str:
-    """The sandbox, built if missing; or why this benchmark cannot run."""
-    if os.geteuid() != 0:
-        return (
-            "bench.astdb_mirror needs root: Asterisk runs in a chroot"
-            " (sudo .venv/bin/python -m bench.astdb_mirror, or sudo scripts/bench.sh)"
-        )
-    path = sandbox_dir()
-    if not sandbox_ready(path):
-        print(f"building the Asterisk sandbox in {path} (once; a minute or two)", flush=True)
-        result = build_sandbox(path)
-        if result.returncode != 0 or not sandbox_ready(path):
-            output = (result.stderr or result.stdout).strip().splitlines()
-            return (
-                f"no Asterisk sandbox in {path} ({output[-1] if output else 'no output'});"
-                f" build it by hand: sudo {BUILD_SCRIPT}"
-            )
-    return path
-
-
 def split_city(
     syn: synthetic.Synthetic, expires: int, prompt: str, seed: int
 ) -> tuple[str, list[tuple[str, str]], list[tuple[str, str]]]:
@@ -691,7 +668,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if min(args.numbers, args.calls, args.window) < 1 or args.rate <= 0:
         parser.error("--numbers, --rate, --calls and --window must be positive")
-    sandbox = ready_sandbox()
+    sandbox = ready_sandbox("bench.astdb_mirror")
     if isinstance(sandbox, str):
         print(sandbox, file=sys.stderr)
         return EXIT_CANNOT_RUN

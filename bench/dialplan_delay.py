@@ -46,7 +46,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
 import random
 import shutil
 import sys
@@ -73,12 +72,9 @@ from bench.fastagi import Server, announce
 from bench.inventory_import import generate_and_import
 from tests.asterisk.ami import Ami, AsteriskError, Call
 from tests.asterisk.sandbox import (
-    BUILD_SCRIPT,
     Asterisk,
-    build_sandbox,
     free_tcp_port,
-    sandbox_dir,
-    sandbox_ready,
+    ready_sandbox,
 )
 
 SHIPPED = Path(__file__).resolve().parents[1] / "asterisk"
@@ -422,23 +418,6 @@ def unaffected_callers(
     return [synthetic.render(rng.choice(quiet), rng) for _ in range(count)]
 
 
-def ready_sandbox() -> Path | str:
-    """The sandbox, built if missing; or why there is none."""
-    path = sandbox_dir()
-    if os.geteuid() != 0:
-        return "needs root: Asterisk runs in a chroot (sudo scripts/bench.sh)"
-    if not sandbox_ready(path):
-        print(f"building the Asterisk sandbox in {path} (once; a minute or two)", flush=True)
-        result = build_sandbox(path)
-        if result.returncode != 0 or not sandbox_ready(path):
-            output = (result.stderr or result.stdout).strip().splitlines()
-            return (
-                f"no Asterisk sandbox in {path} ({output[-1] if output else 'no output'});"
-                f" build it by hand: sudo {BUILD_SCRIPT}"
-            )
-    return path
-
-
 def start_asterisk(sandbox: Path, modes: Sequence[Mode]) -> Asterisk:
     asterisk = Asterisk(sandbox, extra_modules=("func_db", "func_shell"))
     asterisk.start()
@@ -466,7 +445,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(problem)
     if args.calls < 1 or args.subscribers < 1 or args.districts < 2:
         parser.error("--calls and --subscribers must be positive, --districts at least 2")
-    sandbox = ready_sandbox()
+    sandbox = ready_sandbox("bench.dialplan_delay")
     if isinstance(sandbox, str):
         print(sandbox, file=sys.stderr)
         return 1

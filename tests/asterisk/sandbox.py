@@ -89,6 +89,24 @@ def build_sandbox(sandbox: Path, timeout_s: float = 900.0) -> subprocess.Complet
     )
 
 
+def ready_sandbox(needs: str) -> Path | str:
+    """The sandbox, built first if it is missing (a minute or two); or, in a
+    sentence, why there is none. ``needs`` names who asks, for the root hint."""
+    if os.geteuid() != 0:
+        return f"{needs} needs root: Asterisk runs in a chroot (run it with sudo)"
+    path = sandbox_dir()
+    if not sandbox_ready(path):
+        print(f"building the Asterisk sandbox in {path} (once; a minute or two)", flush=True)
+        result = build_sandbox(path)
+        if result.returncode != 0 or not sandbox_ready(path):
+            output = (result.stderr or result.stdout).strip().splitlines()
+            return (
+                f"no Asterisk sandbox in {path} ({output[-1] if output else 'no output'});"
+                f" build it by hand: sudo {BUILD_SCRIPT}"
+            )
+    return path
+
+
 def free_tcp_port() -> int:
     """A port free on 127.0.0.1 just now (Asterisk binds it a moment later)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
