@@ -12,13 +12,16 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
+from announcer.announcements import Announcement
 from announcer.config import RedisSettings, Settings
 from announcer.inventory.csv_source import read_table
 from announcer.inventory.importer import ImportResult, run_import
 from announcer.inventory.model import Table
 from announcer.keys import Keys
 from announcer.private_redis import PrivateRedis
+from announcer.publisher import Publisher
 from announcer.redisconn import connect
+from announcer.staff import StaffRequest, publish
 
 
 @pytest.fixture(scope="session")
@@ -111,6 +114,14 @@ class InventoryFiles:
             "--switches", str(self.switches),
             "--subscribers", str(self.subscribers),
         ]  # fmt: skip
+
+
+async def announce(redis: Redis, keys: Keys, settings: Settings, request: StaffRequest) -> str:
+    """What ``announcer announce`` does: store the request, make it live; its id."""
+    made = await publish(redis, keys, settings, request)
+    assert isinstance(made, Announcement), made
+    await Publisher(redis, keys, settings, None).publish_once()
+    return made.id
 
 
 @pytest.fixture

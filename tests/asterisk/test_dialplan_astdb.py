@@ -21,16 +21,14 @@ import pytest
 from redis.asyncio import Redis
 
 from announcer.announce_store import AnnouncementStore
-from announcer.announcements import Announcement
 from announcer.config import AmiSettings, PromptSettings, Settings
 from announcer.keys import Keys
 from announcer.pbx.ami import AstDbSink
 from announcer.pbx.mirror import LEASE, LinkDown, Mirror, Truth
-from announcer.publisher import Publisher
-from announcer.staff import StaffRequest, publish
+from announcer.staff import StaffRequest
 from tests.asterisk.ami import Ami, Call
 from tests.asterisk.sandbox import Asterisk
-from tests.conftest import InventoryFiles
+from tests.conftest import InventoryFiles, announce
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -89,13 +87,6 @@ def sound(pbx: Asterisk, name: str) -> str:
     """A playable sound; its path as announcer names it (the host's)."""
     pbx.write_silence(name, 0.2)
     return str(pbx.host_dir / "sounds" / name)
-
-
-async def announce(redis: Redis, keys: Keys, settings: Settings, request: StaffRequest) -> str:
-    made = await publish(redis, keys, settings, request)
-    assert isinstance(made, Announcement), made
-    await Publisher(redis, keys, settings, None).publish_once()
-    return made.id
 
 
 def ami_settings(pbx: Asterisk, **changes: object) -> AmiSettings:

@@ -31,19 +31,17 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
-from announcer.announcements import Announcement
 from announcer.config import PromptSettings, RedisSettings, Settings
 from announcer.heard import HeardLog
 from announcer.keys import Keys
 from announcer.lookup import Lookup
 from announcer.pbx.agi import AgiServer
 from announcer.phones import PhoneNormaliser
-from announcer.publisher import Publisher
 from announcer.redisconn import connect
-from announcer.staff import StaffRequest, publish
+from announcer.staff import StaffRequest
 from tests.asterisk.ami import Ami, Call
 from tests.asterisk.sandbox import Asterisk, free_tcp_port
-from tests.conftest import InventoryFiles
+from tests.conftest import InventoryFiles, announce
 
 # The first test may build the sandbox (debootstrap and apt: a minute or two
 # on a good mirror); each wait inside the harness has its own, shorter bound.
@@ -176,14 +174,6 @@ async def city(
     """The default inventory: districts north and south, a subscriber on each."""
     assert (await files.write().load_into(announcer_settings, redis, keys)).ok
     return announcer_settings
-
-
-async def announce(redis: Redis, keys: Keys, settings: Settings, request: StaffRequest) -> str:
-    """What ``announcer announce`` does: store the request, make it live; its id."""
-    made = await publish(redis, keys, settings, request)
-    assert isinstance(made, Announcement), made
-    await Publisher(redis, keys, settings, None).publish_once()
-    return made.id
 
 
 @pytest.fixture

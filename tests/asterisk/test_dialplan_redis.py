@@ -17,17 +17,15 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
-from announcer.announcements import Announcement
 from announcer.config import PromptSettings, RedisSettings, Settings
 from announcer.keys import Keys
 from announcer.pbx.mirror import Mirror, RedisKeysSink, Truth
 from announcer.private_redis import PrivateRedis
-from announcer.publisher import Publisher
 from announcer.redisconn import connect
-from announcer.staff import StaffRequest, publish
+from announcer.staff import StaffRequest
 from tests.asterisk.ami import Call
 from tests.asterisk.sandbox import Asterisk
-from tests.conftest import InventoryFiles
+from tests.conftest import InventoryFiles, announce
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -104,13 +102,6 @@ async def city(
         sounds_dir=pbx.host_dir / "sounds", asterisk_sounds_dir=Path(pbx.root) / "sounds"
     )
     return settings.model_copy(update={"prompts": prompts})
-
-
-async def announce(redis: Redis, keys: Keys, settings: Settings, request: StaffRequest) -> str:
-    made = await publish(redis, keys, settings, request)
-    assert isinstance(made, Announcement), made
-    await Publisher(redis, keys, settings, None).publish_once()
-    return made.id
 
 
 def mirror(redis: Redis, keys: Keys, settings: Settings, lease_s: float = 60.0) -> Mirror:

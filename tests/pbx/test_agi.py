@@ -19,7 +19,6 @@ import pytest
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from announcer.announcements import Announcement
 from announcer.config import PromptSettings, RedisSettings, Settings
 from announcer.heard import HeardLog
 from announcer.keys import Keys
@@ -29,10 +28,10 @@ from announcer.phones import PhoneNormaliser
 from announcer.prompts.renderer import PromptRenderer
 from announcer.publisher import Publisher
 from announcer.redisconn import connect
-from announcer.staff import StaffRequest, publish
+from announcer.staff import StaffRequest
 from announcer.states import State, SwitchState
 from announcer.store import StateStore
-from tests.conftest import InventoryFiles
+from tests.conftest import InventoryFiles, announce
 
 NORTH_PROMPT = "/var/lib/announcer/sounds/staff-north"
 EVERYONE_PROMPT = "/var/lib/announcer/sounds/staff-everyone"
@@ -154,13 +153,6 @@ async def city(settings: Settings, redis: Redis, keys: Keys, files: InventoryFil
     files.write(switches=switches, subscribers=subscribers)
     assert (await files.load_into(settings, redis, keys)).ok
     return settings
-
-
-async def announce(redis: Redis, keys: Keys, settings: Settings, request: StaffRequest) -> str:
-    made = await publish(redis, keys, settings, request)
-    assert isinstance(made, Announcement), made
-    await Publisher(redis, keys, settings, None).publish_once()
-    return made.id
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ import pytest
 from redis.asyncio import Redis
 
 from announcer.announce_store import AnnouncementStore
-from announcer.announcements import Announcement
 from announcer.config import PromptSettings, Settings
 from announcer.inventory.store import InventoryStore
 from announcer.keys import Keys
@@ -27,8 +26,8 @@ from announcer.pbx.mirror import (
     status_writer,
 )
 from announcer.publisher import Publisher
-from announcer.staff import StaffRequest, publish
-from tests.conftest import InventoryFiles
+from announcer.staff import StaffRequest
+from tests.conftest import InventoryFiles, announce
 
 NORTH = ["79160000011", "79160000012", "79160000021"]
 SOUTH = ["79260000011"]
@@ -45,13 +44,6 @@ async def city(settings: Settings, redis: Redis, keys: Keys, files: InventoryFil
     files.write(switches=switches, subscribers=subscribers)
     assert (await files.load_into(settings, redis, keys)).ok
     return settings
-
-
-async def announce(redis: Redis, keys: Keys, settings: Settings, request: StaffRequest) -> str:
-    made = await publish(redis, keys, settings, request)
-    assert isinstance(made, Announcement), made
-    await Publisher(redis, keys, settings, None).publish_once()
-    return made.id
 
 
 def truth(redis: Redis, keys: Keys, prompts: PromptSettings | None = None) -> Truth:
