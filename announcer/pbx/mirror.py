@@ -180,6 +180,7 @@ class Mirror:
         self._publish_status = publish_status
         self._wake = asyncio.Event()
         self._vouched_at = -math.inf
+        self._was_down = False
 
     def wake(self) -> None:
         """The active set changed: sync now rather than at the next renewal."""
@@ -293,6 +294,7 @@ class Mirror:
                 if self.status.vouched_until
                 else "none given",
             )
+            self._was_down = True
             self._set(state="down", since=time.time(), detail=reason)
 
     def _set(self, **changes: object) -> None:
@@ -300,9 +302,10 @@ class Mirror:
         was = status.state
         for name, value in changes.items():
             setattr(status, name, value)
-        if was in ("down", "starting") and status.state == "up":
+        if was != "up" and status.state == "up":
             status.since = time.time()
-            if was == "down":
+            if self._was_down:
+                self._was_down = False
                 logger.warning("%s: reachable again and in sync", self.sink.name)
         status.updated_at = time.time()
         if self._publish_status is not None:

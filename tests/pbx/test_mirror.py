@@ -254,10 +254,12 @@ async def test_a_broken_sink_is_reported_and_reconciled_after(
         assert "unplugged" in m.status.detail
         await eventually(lambda: _reported(redis, keys, "down"))
         await redis.set(keys.caller("79990000000"), "9999999999,stale,x,switch")
+        recovered_from = time.time()
         sink.broken = False
         await eventually(lambda: _is(m, "up"))
         assert sorted(await caller_keys(redis, keys)) == NORTH
         await eventually(lambda: _reported(redis, keys, "up"))
+        assert m.status.since >= recovered_from  # "up since" counts from the recovery
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
