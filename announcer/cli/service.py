@@ -50,6 +50,9 @@ async def serve(settings: Settings) -> int:
                 logger.info("%s", description)
         renderer = PromptRenderer(settings.prompts, settings.announcements.language)
         mirrors = make_mirrors(redis, keys, settings)
+        # what the last run reported is stale; a mirror switched off since
+        # must not linger in status
+        await redis.hdel(keys.links, *MIRRORS)
 
         def wake_mirrors() -> None:
             for mirror in mirrors:
@@ -94,6 +97,10 @@ async def serve(settings: Settings) -> int:
             for probe in probe_map.values():
                 await probe.close()
             await redis.aclose()
+
+
+#: The mirrors by their key in ``P:links``.
+MIRRORS = ("astdb", "redis-keys")
 
 
 def make_mirrors(redis: Redis, keys: Keys, settings: Settings) -> list[Mirror]:
