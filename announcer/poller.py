@@ -70,6 +70,8 @@ class Poller:
         self.methods: dict[str, str] = {}
         self._snmp_due = -math.inf
         self._redis_ok = True
+        self.beat = time.monotonic()
+        """when the last sweep ended, well or not (the watchdog's measure)"""
 
     async def load(self) -> bool:
         """Follow the live inventory; True when it changed since the last call."""
@@ -222,6 +224,7 @@ class Poller:
                     logger.error("cannot write switch states to Redis: %s; retrying", exc)
                     self._redis_ok = False
                 self.store.forget_written()
+            self.beat = time.monotonic()
             due += interval
             await self._confirm_until(due)
             late = time.monotonic() - due

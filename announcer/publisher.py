@@ -75,6 +75,10 @@ class Publisher:
         self._written: tuple[object, ...] = ()
         """what this publisher last wrote: nothing is written while it stays so"""
         self._written_at = -math.inf
+        self.beat = time.monotonic()
+        """when the last evaluation ended, well or not (the watchdog's measure)"""
+        self.active = 0
+        """announcements active after the last evaluation"""
 
     async def topology(self) -> Topology:
         live = await self.inventory.current()
@@ -169,6 +173,7 @@ class Publisher:
         over = [m.id for m in windows if m.ends <= now]
         if over:
             await self.store.remove_maintenance(over)
+        self.active = len(result.active)
         for a in result.opened:
             logger.info("announcement %s opened (%s %s)", a.id, a.scope, ",".join(a.targets))
         for a in result.closed:
@@ -194,5 +199,6 @@ class Publisher:
                 if healthy:
                     logger.error("cannot publish announcements: %s; retrying", exc)
                     healthy = False
+            self.beat = time.monotonic()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), interval_s)

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+from collections.abc import Callable
 from pathlib import Path
 
 from redis.asyncio import Redis
@@ -28,6 +29,8 @@ from announcer.poller import Poller
 from announcer.prompts.renderer import PromptRenderer
 from announcer.publisher import Publisher
 from announcer.redisconn import connect, unreachable
+from announcer.sdnotify import Beat, Notifier, Watchdog
+from announcer.states import State
 
 logger = logging.getLogger(__name__)
 
@@ -59,8 +62,9 @@ async def serve(settings: Settings) -> int:
                 mirror.wake()
 
         publisher = Publisher(redis, keys, settings, renderer, changed=wake_mirrors)
+        poller = Poller(redis, keys, settings, probe_map, changed=publisher.wake)
         services = {
-            "poller": Poller(redis, keys, settings, probe_map, changed=publisher.wake).run(),
+            "poller": poller.run(),
             "publisher": publisher.run(),
             "drop folder": Dropbox(redis, keys, settings, published=publisher.wake).run(),
         }
@@ -77,19 +81,38 @@ async def serve(settings: Settings) -> int:
                 record=HeardLog(redis, keys).record,
                 prompt_path=settings.prompts.for_asterisk,
             )
+            await server.start()  # a port in use stops the start, before READY
             services[f"FastAGI on {agi.host}:{agi.port}"] = server.run()
         for mirror in mirrors:
             services[mirror.sink.name] = mirror.run()
+        notifier = Notifier()
+        watchdog = Watchdog(
+            [
+                Beat("poller", max(60.0, 6 * settings.icmp.interval_s), lambda: poller.beat),
+                Beat("publisher", 60.0, lambda: publisher.beat),
+            ]
+        )
+
+        def describe() -> str:
+            down = sum(s.state is not State.UP for s in poller.fleet.states.values())
+            return (
+                f"{len(poller.targets):,} switches watched, {down:,} not up;"
+                f" {publisher.active:,} announcements active"
+            )
+
+        services["systemd notifications"] = supervise(notifier, watchdog, describe)
         main = asyncio.current_task()
         loop = asyncio.get_running_loop()
         if main is not None:
             loop.add_signal_handler(signal.SIGTERM, main.cancel)
         logger.info("announcer is running: %s", ", ".join(services))
+        notifier.ready("starting: " + ", ".join(services))
         try:
             async with asyncio.TaskGroup() as group:
                 for name, service in services.items():
                     group.create_task(service, name=name)
         except asyncio.CancelledError:
+            notifier.stopping()
             logger.info("stopping")
         return EXIT_OK
     finally:
@@ -97,6 +120,26 @@ async def serve(settings: Settings) -> int:
             for probe in probe_map.values():
                 await probe.close()
             await redis.aclose()
+
+
+async def supervise(notifier: Notifier, watchdog: Watchdog, describe: Callable[[], str]) -> None:
+    """Tell systemd how things are, and pet its watchdog while every part
+    keeps moving; a part stuck is said in the status and the petting stops,
+    so systemd restarts the service (WatchdogSec)."""
+    interval = min(10.0, notifier.watchdog_s / 3) if notifier.watchdog_s else 10.0
+    was_stuck: list[str] = []
+    while True:
+        await asyncio.sleep(interval)
+        stuck = watchdog.stuck()
+        if stuck:
+            notifier.status("stuck: " + "; ".join(stuck))
+            if not was_stuck:
+                logger.error("stuck (%s): the watchdog is no longer petted", "; ".join(stuck))
+        else:
+            if notifier.watchdog_s:
+                notifier.pet()
+            notifier.status(describe())
+        was_stuck = stuck
 
 
 #: The mirrors by their key in ``P:links``.
