@@ -24,6 +24,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from announcer.cancel import raise_if_cancelled
 from announcer.config import Settings
 from announcer.inventory.store import InventoryStore
 from announcer.keys import Keys
@@ -214,6 +215,7 @@ class Poller:
         interval = self.settings.icmp.interval_s
         due = time.monotonic()
         while True:
+            raise_if_cancelled()
             try:
                 await self.sweep()
                 if not self._redis_ok:

@@ -23,6 +23,7 @@ from redis.exceptions import RedisError
 
 from announcer.announce_store import AnnouncementStore
 from announcer.announcements import Announcement, Scope, Topology
+from announcer.cancel import raise_if_cancelled
 from announcer.config import Settings
 from announcer.engine import Result, Rules, SwitchView, evaluate
 from announcer.inventory.store import InventoryStore
@@ -189,6 +190,7 @@ class Publisher:
         until cancelled; Redis outages are waited out."""
         healthy = True
         while True:
+            raise_if_cancelled()
             self._wake.clear()
             try:
                 await self.publish_once()
@@ -200,5 +202,9 @@ class Publisher:
                     logger.error("cannot publish announcements: %s; retrying", exc)
                     healthy = False
             self.beat = time.monotonic()
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for loses a
+            # cancellation that lands as the wake-up does, and the task group
+            # stopping the service would then wait on this task for ever
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), interval_s)
+                async with asyncio.timeout(interval_s):
+                    await self._wake.wait()

@@ -51,8 +51,11 @@ class Notifier:
             return False
         try:
             if self._socket is None:
+                # non-blocking: a reader that falls behind (its queue holds a
+                # few datagrams) loses a status line rather than freezing the
+                # event loop, and with it every call
                 self._socket = socket.socket(
-                    socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC
+                    socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK
                 )
             self._socket.sendto("\n".join(fields).encode(), self.address)
         except OSError as exc:

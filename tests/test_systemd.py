@@ -1,12 +1,12 @@
 """announcer under systemd: the unit verifies, and ``announcer run`` speaks the
-notify protocol to a real notify socket (READY, STATUS, WATCHDOG, STOPPING).
-The watchdog's judgement is tested on its own: a part that stopped moving
-stops the petting."""
+notify protocol to a real notify socket (READY, STATUS, WATCHDOG, STOPPING)
+and reloads its configuration on SIGHUP, refusing a bad one. The watchdog's
+judgement is tested on its own: a part that stopped moving stops the
+petting."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import shutil
 import signal
@@ -96,6 +96,103 @@ async def receive(server: socket.socket, until: str, within_s: float = 30.0) -> 
     return lines
 
 
+def daemon_config(path: Path, settings: Settings, keys: Keys, tmp_path: Path, extra: str) -> None:
+    path.write_text(f"""\
+[redis]
+url = "{settings.redis.url}"
+prefix = "{keys.prefix}"
+[prompts]
+sounds_dir = "{tmp_path / "sounds"}"
+cache_dir = "{tmp_path / "tts"}"
+tts = "espeak"
+[dropbox]
+spool = "{tmp_path / "spool"}"
+{extra}
+""")
+
+
+async def start_daemon(config: Path, notify: Path) -> asyncio.subprocess.Process:
+    """``announcer run`` under a pretend systemd; its log goes beside the config."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ANNOUNCER_", "NOTIFY_"))}
+    env |= {"NOTIFY_SOCKET": str(notify), "WATCHDOG_USEC": "1500000"}
+    with config.with_suffix(".log").open("wb") as log:
+        return await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "announcer", "--config", str(config), "run",
+            env=env, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+
+
+async def stopped(daemon: asyncio.subprocess.Process, config: Path) -> str:
+    """SIGTERM, then its exit status must be 0; its log."""
+    daemon.send_signal(signal.SIGTERM)
+    try:
+        async with asyncio.timeout(20):
+            status = await daemon.wait()
+    finally:
+        if daemon.returncode is None:
+            daemon.kill()
+            await daemon.wait()
+    log = config.with_suffix(".log").read_text(errors="replace")
+    assert status == 0, log
+    assert "Traceback" not in log, log
+    return log
+
+
+async def answers_agi(port: int) -> bool:
+    """Something accepts a connection on 127.0.0.1:``port``."""
+    try:
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+    except OSError:
+        return False
+    writer.close()
+    return True
+
+
+async def test_sighup_refuses_a_bad_config_and_applies_a_good_one(
+    settings: Settings,
+    redis: Redis,
+    keys: Keys,
+    files: InventoryFiles,
+    tmp_path: Path,
+    notify_socket: tuple[socket.socket, Path],
+) -> None:
+    files.write()
+    assert (await files.load_into(settings, redis, keys)).ok
+    server, path = notify_socket
+    first_port, second_port = free_port(), free_port()
+    config = tmp_path / "announcer.toml"
+    daemon_config(config, settings, keys, tmp_path, f"[fastagi]\nport = {first_port}")
+    daemon = await start_daemon(config, path)
+    try:
+        await receive(server, "READY=1")
+        assert await answers_agi(first_port)
+
+        config.write_text(config.read_text() + "\n[poller]\ndown_after = 0\n")
+        daemon.send_signal(signal.SIGHUP)
+        refused = await receive(server, "STATUS=configuration refused")
+        assert any("[poller] down_after" in line for line in refused), refused
+        assert daemon.returncode is None
+        assert await answers_agi(first_port)  # the old configuration still serves
+
+        daemon_config(config, settings, keys, tmp_path, f"[fastagi]\nport = {second_port}")
+        daemon.send_signal(signal.SIGHUP)
+        await receive(server, "RELOADING=1")
+        await receive(server, "READY=1")
+        assert await answers_agi(second_port)
+        assert not await answers_agi(first_port)
+
+    finally:
+        log = await stopped(daemon, config)
+    assert "the new configuration is refused, the one in force stays" in log
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
 async def test_announcer_run_speaks_to_systemd(
     settings: Settings,
     redis: Redis,
@@ -110,32 +207,8 @@ async def test_announcer_run_speaks_to_systemd(
     assert (await files.load_into(settings, redis, keys)).ok
     server, path = notify_socket
     config = tmp_path / "announcer.toml"
-    config.write_text(f"""\
-[redis]
-url = "{settings.redis.url}"
-prefix = "{keys.prefix}"
-[prompts]
-sounds_dir = "{tmp_path / "sounds"}"
-cache_dir = "{tmp_path / "tts"}"
-tts = "espeak"
-[dropbox]
-spool = "{tmp_path / "spool"}"
-[fastagi]
-enabled = false
-""")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ANNOUNCER_", "NOTIFY_"))}
-    env |= {"NOTIFY_SOCKET": str(path), "WATCHDOG_USEC": "1500000"}
-    daemon = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "announcer",
-        "--config",
-        str(config),
-        "run",
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
+    daemon_config(config, settings, keys, tmp_path, "[fastagi]\nenabled = false")
+    daemon = await start_daemon(config, path)
     try:
         first = await receive(server, "READY=1")
         assert first[0] == "READY=1"
@@ -145,11 +218,5 @@ enabled = false
         assert status.endswith("announcements active")
         daemon.send_signal(signal.SIGTERM)
         assert "STOPPING=1" in await receive(server, "STOPPING=1")
-        async with asyncio.timeout(20):
-            assert await daemon.wait() == 0
     finally:
-        if daemon.returncode is None:
-            daemon.kill()
-        with contextlib.suppress(ProcessLookupError):
-            output = (await daemon.communicate())[0].decode(errors="replace")
-    assert "Traceback" not in output, output
+        await stopped(daemon, config)

@@ -15,7 +15,7 @@ from redis.exceptions import RedisError
 
 from announcer import probes
 from announcer.cli.common import EXIT_OK, fail, settings_of
-from announcer.config import Settings
+from announcer.config import ConfigError, Settings
 from announcer.dropbox import Dropbox
 from announcer.heard import HeardLog
 from announcer.inventory.store import InventoryStore
@@ -35,8 +35,100 @@ from announcer.states import State
 logger = logging.getLogger(__name__)
 
 
-async def serve(settings: Settings) -> int:
-    """The poller, the publisher and the drop folder, until SIGTERM or Ctrl-C."""
+class _Reload(Exception):
+    """A good new configuration arrived (SIGHUP): start over with it."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__("reload")
+        self.settings = settings
+
+
+class _Stop(Exception):
+    """SIGTERM or SIGINT: stop every part and exit 0."""
+
+
+async def serve(settings: Settings, reload: Callable[[], Settings] | None = None) -> int:
+    """Every part of the service, until SIGTERM or SIGINT (exit 0).
+
+    SIGHUP reads the configuration again with ``reload``: a bad one is
+    reported and the one in force stays; a good one restarts every part with
+    it, which also reads the inventory afresh. Signals only set flags that
+    a task of the group turns into an exception, so every part is stopped by
+    the task group the same way, whenever the signal comes.
+    """
+    notifier = Notifier()
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    hangups: asyncio.Queue[None] = asyncio.Queue()
+    for number in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(number, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, hangups.put_nowait, None)
+    first = True
+    try:
+        while True:
+            stopping = False
+            try:
+                return await _serve_once(settings, notifier, stop, hangups, reload, first)
+            except* _Reload as group:
+                reloaded = group.exceptions[0]
+                assert isinstance(reloaded, _Reload)
+                settings, first = reloaded.settings, False
+                logger.info("configuration reloaded: every part restarts with it")
+            except* _Stop:
+                stopping = True
+            if stopping:
+                notifier.stopping()
+                logger.info("stopped")
+                return EXIT_OK
+    finally:
+        for number in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.remove_signal_handler(number)
+        notifier.close()
+
+
+async def _await_signals(
+    stop: asyncio.Event,
+    hangups: asyncio.Queue[None],
+    reload: Callable[[], Settings] | None,
+    notifier: Notifier,
+) -> None:
+    """Raise ``_Stop`` on SIGTERM/SIGINT, ``_Reload`` on SIGHUP with a
+    configuration that loads; a bad one is logged and the wait goes on."""
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        while True:
+            hangup = asyncio.ensure_future(hangups.get())
+            await asyncio.wait((stopped, hangup), return_when=asyncio.FIRST_COMPLETED)
+            if stopped.done():
+                hangup.cancel()
+                notifier.send("STOPPING=1", "STATUS=stopping")
+                logger.info("stopping")
+                raise _Stop()
+            if reload is None:
+                logger.warning("SIGHUP: nothing to reload from (no configuration file)")
+                continue
+            try:
+                fresh = reload()
+            except ConfigError as exc:
+                logger.error(
+                    "SIGHUP: the new configuration is refused, the one in force stays:\n%s", exc
+                )
+                notifier.status(f"configuration refused on reload: {exc.problems[0]}")
+                continue
+            notifier.send("RELOADING=1", "STATUS=reloading the configuration")
+            raise _Reload(fresh)
+    finally:
+        stopped.cancel()
+
+
+async def _serve_once(
+    settings: Settings,
+    notifier: Notifier,
+    stop: asyncio.Event,
+    hangups: asyncio.Queue[None],
+    reload: Callable[[], Settings] | None,
+    first: bool,
+) -> int:
     redis = connect(settings.redis)
     keys = Keys(settings.redis.prefix)
     probe_map: dict[str, probes.Probe] = {}
@@ -85,7 +177,6 @@ async def serve(settings: Settings) -> int:
             services[f"FastAGI on {agi.host}:{agi.port}"] = server.run()
         for mirror in mirrors:
             services[mirror.sink.name] = mirror.run()
-        notifier = Notifier()
         watchdog = Watchdog(
             [
                 Beat("poller", max(60.0, 6 * settings.icmp.interval_s), lambda: poller.beat),
@@ -101,20 +192,16 @@ async def serve(settings: Settings) -> int:
             )
 
         services["systemd notifications"] = supervise(notifier, watchdog, describe)
-        main = asyncio.current_task()
-        loop = asyncio.get_running_loop()
-        if main is not None:
-            loop.add_signal_handler(signal.SIGTERM, main.cancel)
+        services["signals"] = _await_signals(stop, hangups, reload, notifier)
         logger.info("announcer is running: %s", ", ".join(services))
-        notifier.ready("starting: " + ", ".join(services))
-        try:
-            async with asyncio.TaskGroup() as group:
-                for name, service in services.items():
-                    group.create_task(service, name=name)
-        except asyncio.CancelledError:
-            notifier.stopping()
-            logger.info("stopping")
-        return EXIT_OK
+        if first:
+            notifier.ready("starting: " + ", ".join(services))
+        else:
+            notifier.send("READY=1", "STATUS=configuration reloaded")
+        async with asyncio.TaskGroup() as group:
+            for name, service in services.items():
+                group.create_task(service, name=name)
+        return EXIT_OK  # every part returned: not reached while they run for ever
     finally:
         with contextlib.suppress(RedisError):
             for probe in probe_map.values():
@@ -181,7 +268,7 @@ def make_mirrors(redis: Redis, keys: Keys, settings: Settings) -> list[Mirror]:
 def cmd_run(args: argparse.Namespace) -> int:
     settings = settings_of(args)
     try:
-        return asyncio.run(serve(settings))
+        return asyncio.run(serve(settings, reload=lambda: settings_of(args)))
     except RedisError as exc:
         return fail(unreachable(settings.redis, exc))
 

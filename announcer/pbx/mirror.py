@@ -45,6 +45,7 @@ from typing import Protocol
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from announcer.cancel import raise_if_cancelled
 from announcer.inventory.store import InventoryStore
 from announcer.keys import Keys
 
@@ -266,12 +267,15 @@ class Mirror:
                 try:
                     await self.sink.connect()
                     while True:
+                        raise_if_cancelled()
                         self._wake.clear()
                         complete = await self.sync_once()
                         backoff = FIRST_BACKOFF_S
                         if complete:
+                            # not wait_for: see Publisher.run
                             with contextlib.suppress(TimeoutError):
-                                await asyncio.wait_for(self._wake.wait(), self.lease_s / 4)
+                                async with asyncio.timeout(self.lease_s / 4):
+                                    await self._wake.wait()
                 except (LinkDown, RedisError, OSError) as exc:
                     self.applied = None
                     self._down(exc)
