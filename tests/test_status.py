@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -119,3 +121,47 @@ async def test_status_before_anything(redis: Redis, keys: Keys) -> None:
     assert data["inventory"] is None
     assert data["poller"] is None
     assert data["switches"] == 0
+
+
+async def test_status_watch_redraws_until_ctrl_c(
+    settings: Settings, redis: Redis, keys: Keys, files: InventoryFiles, tmp_path: Path
+) -> None:
+    """The NOC screen: the status again and again, a state change showing up
+    in the next frame, and Ctrl-C ending it quietly."""
+    await _city(settings, redis, keys, files)
+    config = tmp_path / "a.toml"
+    config.write_text(f'[redis]\nurl = "{settings.redis.url}"\nprefix = "{keys.prefix}"\n')
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ANNOUNCER_")}
+    watch = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "announcer", "--config", str(config), "status", "--watch", "0.2",
+        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert watch.stdout is not None
+    try:
+        async with asyncio.timeout(20):
+            first = await watch.stdout.readuntil(b"could not be probed\n")
+            await StateStore(redis, keys).publish({"s1": SwitchState(State.DOWN, 400.0, "gone")})
+            later = b""
+            while b"s1" not in later:
+                later = await watch.stdout.readuntil(b"could not be probed\n")
+    finally:
+        watch.send_signal(signal.SIGINT)
+        _, errors = await watch.communicate()
+    assert b"announcer status at" in first
+    assert b"1 down" in first
+    assert b"2 down" in later
+    assert watch.returncode == 0, errors
+    assert b"Traceback" not in errors
+
+
+def test_status_watch_refuses_nonsense(settings: Settings, keys: Keys, tmp_path: Path) -> None:
+    config = tmp_path / "a.toml"
+    config.write_text(f'[redis]\nurl = "{settings.redis.url}"\nprefix = "{keys.prefix}"\n')
+    done = subprocess.run(
+        [sys.executable, "-m", "announcer", "--config", str(config), "status", "--watch", "0"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert "--watch takes a number of seconds above 0" in done.stderr

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import sys
+import time
 from typing import Any
 
 from redis.exceptions import RedisError
 
 from announcer import probes, status
 from announcer.cli.common import EXIT_OK, ago, clock, fail, settings_of
+from announcer.config import Settings
 from announcer.inventory.store import InventoryStore
 from announcer.keys import Keys
 from announcer.poller import Poller
@@ -89,6 +92,12 @@ def _render_link(link: dict[str, Any], now: float) -> str:
 
 def cmd_status(args: argparse.Namespace) -> int:
     settings = settings_of(args)
+    if args.watch is not None:
+        if args.json:
+            return fail("--watch redraws the screen; leave out --json")
+        if not args.watch > 0:
+            return fail(f"--watch takes a number of seconds above 0, not {args.watch:g}")
+        return _watch(settings, args.watch)
 
     async def go() -> dict[str, Any]:
         redis = connect(settings.redis)
@@ -105,6 +114,36 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(json.dumps(data, ensure_ascii=False, indent=2))
     else:
         print(render_status(data))
+    return EXIT_OK
+
+
+#: Clears a terminal and puts the cursor top left (ANSI, as every NOC screen speaks).
+_CLEAR = "\033[H\033[2J"
+
+
+def _watch(settings: Settings, every_s: float) -> int:
+    """The status redrawn every ``every_s`` until Ctrl-C; a Redis that stops
+    answering is said on the screen, and the view carries on."""
+
+    async def go() -> None:
+        redis = connect(settings.redis)
+        keys = Keys(settings.redis.prefix)
+        try:
+            while True:
+                try:
+                    shown = render_status(await status.gather(redis, keys))
+                except RedisError as exc:
+                    shown = unreachable(settings.redis, exc)
+                stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+                screen = _CLEAR if sys.stdout.isatty() else ""
+                print(f"{screen}announcer status at {stamp}, every {every_s:g} s (Ctrl-C ends)")
+                print(shown, flush=True)
+                await asyncio.sleep(every_s)
+        finally:
+            await redis.aclose()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(go())
     return EXIT_OK
 
 
@@ -151,6 +190,14 @@ def cmd_poll(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     st = sub.add_parser("status", help="switch states, outages and the poller's last sweep")
     st.add_argument("--json", action="store_true", help="machine-readable status")
+    st.add_argument(
+        "--watch",
+        nargs="?",
+        type=float,
+        const=2.0,
+        metavar="SECONDS",
+        help="redraw every SECONDS (2 if not given) until Ctrl-C, for the NOC screen",
+    )
     st.set_defaults(func=cmd_status)
 
     po = sub.add_parser("poll", help="probe the switches on the beat, keep their states in Redis")
