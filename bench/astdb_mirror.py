@@ -51,7 +51,6 @@ import os
 import random
 import re
 import sys
-import tempfile
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import ExitStack
@@ -67,7 +66,6 @@ from announcer.config import AmiSettings, PromptSettings, RedisSettings, Setting
 from announcer.keys import Keys
 from announcer.pbx.ami import AstDbSink
 from announcer.pbx.mirror import LinkStatus, Mirror, Truth, status_writer
-from announcer.private_redis import PrivateRedis
 from announcer.publisher import Publisher
 from announcer.redisconn import connect
 from announcer.staff import StaffRequest, publish
@@ -77,11 +75,11 @@ from bench.common import (
     add_redis_argument,
     delete_prefix,
     load_average,
-    machine_lines,
     percentile,
     sync_client,
     table,
     verdict,
+    workspace,
 )
 from bench.inventory_import import generate_and_import
 from tests.asterisk.ami import Ami
@@ -361,7 +359,6 @@ class Bench:
             secret=self.asterisk.ami_secret,
         )
         self.mirror = Mirror(
-            "astdb",
             AstDbSink(ami),
             self.truth,
             lease_s=self.settings.mirror.lease_s,
@@ -677,10 +674,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.subscribers = DISTRICTS * args.numbers
 
     with ExitStack() as stack:
-        url: str = args.redis_url or stack.enter_context(PrivateRedis())
-        for line in machine_lines(url):
-            print(line)
-        folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="announcer-bench-")))
+        url, folder = workspace(stack, args.redis_url)
         try:
             prepared = generate_and_import(url, folder, args)
             if prepared is None:

@@ -9,15 +9,18 @@ import os
 import platform
 import shutil
 import subprocess
+import tempfile
 from collections import Counter
 from collections.abc import Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, cast
 from urllib.parse import urlsplit
 
 import redis
 
-from announcer.private_redis import find_server
+from announcer.private_redis import PrivateRedis, find_server
 
 #: Key prefix of everything a benchmark writes, apart from a production prefix.
 PREFIX = "announcer-bench"
@@ -179,3 +182,14 @@ class Timing:
 
     def failures(self) -> str:
         return ", ".join(f"{n:,} x {name}" for name, n in self.errors.most_common())
+
+
+def workspace(stack: ExitStack, redis_url: str | None) -> tuple[str, Path]:
+    """Prints the machine lines; returns the Redis to measure on (a private one
+    unless ``redis_url`` names one) and a scratch folder, both released with
+    ``stack``."""
+    url = redis_url or stack.enter_context(PrivateRedis())
+    for line in machine_lines(url):
+        print(line)
+    folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="announcer-bench-")))
+    return url, folder

@@ -49,7 +49,6 @@ import contextlib
 import random
 import shutil
 import sys
-import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, ExitStack
@@ -62,11 +61,11 @@ from bench.common import (
     add_redis_argument,
     delete_prefix,
     load_average,
-    machine_lines,
     percentile,
     sync_client,
     table,
     verdict,
+    workspace,
 )
 from bench.fastagi import Server, announce
 from bench.inventory_import import generate_and_import
@@ -451,10 +450,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
     with ExitStack() as stack:
-        url: str = args.redis_url or stack.enter_context(PrivateRedis())
-        for line in machine_lines(url):
-            print(line)
-        folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="announcer-bench-")))
+        url, folder = workspace(stack, args.redis_url)
         try:
             prepared = generate_and_import(url, folder, args)
             if prepared is None:

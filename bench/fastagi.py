@@ -36,7 +36,6 @@ import json
 import os
 import random
 import sys
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
@@ -51,7 +50,6 @@ from announcer.keys import Keys
 from announcer.lookup import Answer, Lookup
 from announcer.pbx.agi import AgiServer
 from announcer.phones import PhoneNormaliser
-from announcer.private_redis import PrivateRedis
 from announcer.publisher import Publisher
 from announcer.redisconn import connect
 from announcer.staff import StaffRequest, publish
@@ -63,10 +61,10 @@ from bench.common import (
     delete_prefix,
     load_average,
     loopback_url,
-    machine_lines,
     sync_client,
     table,
     verdict,
+    workspace,
 )
 from bench.inventory_import import generate_and_import
 
@@ -506,10 +504,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--unknown-share and --announced-share must be between 0 and 1")
 
     with ExitStack() as stack:
-        url: str = args.redis_url or stack.enter_context(PrivateRedis())
-        for line in machine_lines(url):
-            print(line)
-        folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="announcer-bench-")))
+        url, folder = workspace(stack, args.redis_url)
         try:
             prepared = prepare(args, url, folder)
             if prepared is None:

@@ -21,7 +21,6 @@ import gc
 import random
 import resource
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from contextlib import ExitStack
@@ -36,7 +35,6 @@ from announcer.inventory.csv_source import read_table
 from announcer.inventory.importer import ImportResult, run_import
 from announcer.inventory.model import Table
 from announcer.keys import Keys
-from announcer.private_redis import PrivateRedis
 from announcer.redisconn import connect
 from bench import synthetic
 from bench.common import (
@@ -45,11 +43,11 @@ from bench.common import (
     delete_prefix,
     info,
     load_average,
-    machine_lines,
     sync_client,
     table,
     used_memory,
     verdict,
+    workspace,
 )
 
 TARGET_IMPORT_S = 30.0
@@ -322,10 +320,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(problem)
 
     with ExitStack() as stack:
-        url: str = args.redis_url or stack.enter_context(PrivateRedis())
-        for line in machine_lines(url):
-            print(line)
-        folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="announcer-bench-")))
+        url, folder = workspace(stack, args.redis_url)
         start = time.perf_counter()
         syn = synthetic.generate(folder, args.districts, args.switches, args.subscribers, args.seed)
         print(

@@ -30,20 +30,17 @@ import gc
 import math
 import random
 import sys
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TypeVar
 
 from announcer.config import RedisSettings
 from announcer.keys import Keys
 from announcer.lookup import Lookup
 from announcer.phones import PhoneNormaliser
-from announcer.private_redis import PrivateRedis
 from announcer.redisconn import connect
 from bench import synthetic
 from bench.common import (
@@ -52,10 +49,10 @@ from bench.common import (
     add_redis_argument,
     delete_prefix,
     load_average,
-    machine_lines,
     sync_client,
     table,
     verdict,
+    workspace,
 )
 from bench.inventory_import import generate_and_import
 
@@ -285,10 +282,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--unknown-share must be between 0 and 1")
 
     with ExitStack() as stack:
-        url: str = args.redis_url or stack.enter_context(PrivateRedis())
-        for line in machine_lines(url):
-            print(line)
-        folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="announcer-bench-")))
+        url, folder = workspace(stack, args.redis_url)
         prepared = generate_and_import(url, folder, args)
         if prepared is None:
             return 1

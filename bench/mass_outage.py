@@ -39,13 +39,11 @@ import math
 import random
 import statistics
 import sys
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from redis.asyncio import Redis
 
@@ -53,14 +51,13 @@ from announcer.config import PromptSettings, RedisSettings, Settings
 from announcer.keys import Keys
 from announcer.lookup import Lookup
 from announcer.phones import PhoneNormaliser
-from announcer.private_redis import PrivateRedis
 from announcer.prompts.renderer import PromptRenderer
 from announcer.publisher import Publisher
 from announcer.redisconn import connect
 from announcer.states import Change, State, SwitchState
 from announcer.store import StateStore
 from bench import synthetic
-from bench.common import PREFIX, load_average, machine_lines, percentile, table, verdict
+from bench.common import PREFIX, load_average, percentile, table, verdict, workspace
 from bench.inventory_import import timed_import
 
 TARGET_S = 1.0
@@ -416,10 +413,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--repeats, --trials and --subscribers must be at least 1")
 
     with ExitStack() as stack:
-        url = stack.enter_context(PrivateRedis())
-        for line in machine_lines(url):
-            print(line)
-        folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="announcer-bench-")))
+        url, folder = workspace(stack, None)
         settings = Settings(
             redis=RedisSettings(url=url, prefix=PREFIX),
             prompts=PromptSettings(

@@ -22,6 +22,7 @@ from redis.asyncio import Redis
 from announcer.config import Settings
 from announcer.keys import Keys
 from announcer.sdnotify import Beat, Notifier, Watchdog
+from tests.asterisk.sandbox import free_tcp_port
 from tests.conftest import InventoryFiles
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -159,7 +160,7 @@ async def test_sighup_refuses_a_bad_config_and_applies_a_good_one(
     files.write()
     assert (await files.load_into(settings, redis, keys)).ok
     server, path = notify_socket
-    first_port, second_port = free_port(), free_port()
+    first_port, second_port = free_tcp_port(), free_tcp_port()
     config = tmp_path / "announcer.toml"
     daemon_config(config, settings, keys, tmp_path, f"[fastagi]\nport = {first_port}")
     daemon = await start_daemon(config, path)
@@ -184,13 +185,6 @@ async def test_sighup_refuses_a_bad_config_and_applies_a_good_one(
     finally:
         log = await stopped(daemon, config)
     assert "the new configuration is refused, the one in force stays" in log
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 async def test_announcer_run_speaks_to_systemd(

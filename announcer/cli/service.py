@@ -229,8 +229,9 @@ async def supervise(notifier: Notifier, watchdog: Watchdog, describe: Callable[[
         was_stuck = stuck
 
 
-#: The mirrors by their key in ``P:links``.
-MIRRORS = ("astdb", "redis-keys")
+#: The mirrors by their field in ``P:links``.
+ASTDB, REDIS_KEYS = "astdb", "redis-keys"
+MIRRORS = (ASTDB, REDIS_KEYS)
 
 
 def make_mirrors(redis: Redis, keys: Keys, settings: Settings) -> list[Mirror]:
@@ -242,24 +243,22 @@ def make_mirrors(redis: Redis, keys: Keys, settings: Settings) -> list[Mirror]:
         ami = settings.ami
         made.append(
             Mirror(
-                "astdb",
                 AstDbSink(ami),
                 truth,
                 lease_s=lease_s,
                 max_writes_per_s=ami.max_writes_per_s,
                 max_backoff_s=ami.max_backoff_s,
-                publish_status=status_writer(redis, keys, "astdb"),
+                publish_status=status_writer(redis, keys, ASTDB),
             )
         )
     if settings.mirror.redis_keys:
         made.append(
             Mirror(
-                "redis-keys",
                 RedisKeysSink(redis, keys, lease_s),
                 truth,
                 lease_s=lease_s,
                 max_writes_per_s=100_000,
-                publish_status=status_writer(redis, keys, "redis-keys"),
+                publish_status=status_writer(redis, keys, REDIS_KEYS),
             )
         )
     return made

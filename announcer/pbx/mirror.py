@@ -160,7 +160,6 @@ class Mirror:
 
     def __init__(
         self,
-        key: str,
         sink: Sink,
         truth: Truth,
         *,
@@ -169,7 +168,6 @@ class Mirror:
         max_backoff_s: float = 30.0,
         publish_status: Callable[[LinkStatus], object] | None = None,
     ) -> None:
-        self.key = key
         self.sink = sink
         self.truth = truth
         self.lease_s = lease_s

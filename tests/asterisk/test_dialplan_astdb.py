@@ -105,7 +105,7 @@ def make_mirror(
 ) -> Mirror:
     truth = Truth(redis, keys, settings.prompts.for_asterisk)
     sink = AstDbSink(ami_settings(pbx))
-    return Mirror("astdb", sink, truth, lease_s=lease_s, max_writes_per_s=10_000, max_backoff_s=0.5)
+    return Mirror(sink, truth, lease_s=lease_s, max_writes_per_s=10_000, max_backoff_s=0.5)
 
 
 @contextlib.asynccontextmanager

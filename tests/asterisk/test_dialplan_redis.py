@@ -107,7 +107,7 @@ async def city(
 def mirror(redis: Redis, keys: Keys, settings: Settings, lease_s: float = 60.0) -> Mirror:
     truth = Truth(redis, keys, settings.prompts.for_asterisk)
     sink = RedisKeysSink(redis, keys, lease_s)
-    return Mirror("redis-keys", sink, truth, lease_s=lease_s, max_writes_per_s=100_000)
+    return Mirror(sink, truth, lease_s=lease_s, max_writes_per_s=100_000)
 
 
 def sound(pbx: Asterisk, name: str) -> str:

@@ -68,7 +68,7 @@ class CountingSink(RedisKeysSink):
 
 
 def mirror(redis: Redis, keys: Keys, sink: RedisKeysSink, lease_s: float = 60.0) -> Mirror:
-    return Mirror("redis-keys", sink, truth(redis, keys), lease_s=lease_s, max_writes_per_s=1e6)
+    return Mirror(sink, truth(redis, keys), lease_s=lease_s, max_writes_per_s=1e6)
 
 
 async def caller_keys(redis: Redis, keys: Keys) -> dict[str, str]:
@@ -240,7 +240,6 @@ async def test_a_broken_sink_is_reported_and_reconciled_after(
     sink = CountingSink(redis, keys, lease_s=60.0)
     sink.broken = True
     m = Mirror(
-        "redis-keys",
         sink,
         truth(redis, keys),
         lease_s=60.0,
