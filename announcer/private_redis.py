@@ -46,8 +46,11 @@ def _free_port() -> int:
 class PrivateRedis:
     """``with PrivateRedis() as url:`` gives a redis:// or unix:// URL."""
 
-    def __init__(self, tcp: bool = False) -> None:
+    def __init__(self, tcp: bool = False, own_session: bool = False) -> None:
         self.tcp = tcp
+        self.own_session = own_session
+        """run redis-server in a session of its own, so a Ctrl-C in the terminal
+        reaches only the caller, which stops it once nothing needs it (the demo)"""
         self.url = ""
         self.port: int | None = None
         self._dir: Path | None = None
@@ -77,7 +80,12 @@ class PrivateRedis:
             self.port = _free_port()
             args[2] = str(self.port)
             args += ["--bind", "127.0.0.1"]
-        self._proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self._proc = subprocess.Popen(
+            args,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=self.own_session,
+        )
         self.url = f"redis://127.0.0.1:{self.port}/0" if self.tcp else f"unix://{sock}"
         deadline = time.monotonic() + _START_TIMEOUT_S
         while True:

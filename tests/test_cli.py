@@ -14,6 +14,12 @@ from redis.asyncio import Redis
 
 from announcer.keys import Keys
 from tests.conftest import InventoryFiles
+from tests.demo.run import (
+    assert_nothing_left,
+    assert_shows_a_district_cut_and_a_staff_message,
+    assert_shows_a_switch_failing_and_recovering,
+    run_demo,
+)
 
 
 class Run(Protocol):
@@ -129,24 +135,15 @@ def test_redis_down_is_a_plain_message(announcer: Run, files: InventoryFiles) ->
 
 
 def test_demo_runs_on_a_private_redis() -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "announcer", "demo"],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
-    assert "A private Redis is running" in done.stdout
-    assert "36 switches, 300 subscriber numbers accepted" in done.stdout
-    # the billing and trunk forms of one number find the same subscriber
-    lines = [line for line in done.stdout.splitlines() if "+79161234567  switch central-01" in line]
-    assert len(lines) == 2
-    if os.geteuid() != 0:
-        assert "skipped: it needs root" in done.stdout
-        return
-    # the live part: a real poller, a real firewall rule, real prompts
-    assert "agg-north is down; unreachable behind it: north-01" in done.stdout
-    assert 'auto-district-north "В районе Северный авария на сети' in done.stdout
-    assert "9169211975: nothing; straight to the queue" in done.stdout
-    assert "restored-auto-district-north" in done.stdout
+    """The live demo as this user (root under CI; tests/demo/test_demo.py runs
+    it as nobody): its six scenes on simulated switches, then a clean exit."""
+    status, out, errors = run_demo("--scenes", "6")
+    assert status == 0, out + errors
+    assert "Traceback" not in errors, errors
+    assert "36 switches, 300 subscriber numbers accepted" in out
+    assert "36 simulated switches answer SNMP" in out
+    assert_shows_a_switch_failing_and_recovering(out)
+    assert_shows_a_district_cut_and_a_staff_message(out)
+    assert "== 6 scenes shown; everything the demo started is stopped and removed" in out
+    assert "== 7." not in out
+    assert_nothing_left(out)

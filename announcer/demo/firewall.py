@@ -1,7 +1,9 @@
 """Firewall rules that silence loopback switches, in chains of their own that are always removed.
 
-The demo cuts a simulated fibre with them; the tests and benchmarks make
-switches silent (INPUT) or unsendable (OUTPUT) the same way.
+The ICMP tests and benchmarks make switches silent (INPUT) or unsendable
+(OUTPUT) with them; it lives in the package, not under tests/, because the
+benchmarks import it too. (The demo itself needs no root: it simulates its
+switches, see ``agents``.)
 
 ``Firewall`` makes two chains, ``ANNOUNCER-TEST-<random>-IN`` and ``-OUT``,
 jumped to first thing from INPUT and OUTPUT, and deletes the jumps and the
