@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from pydantic import (
     BaseModel,
@@ -39,9 +40,57 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+SENTINEL_SCHEME = "redis+sentinel"
+
+
+@dataclass(frozen=True)
+class SentinelUrl:
+    """``redis+sentinel://[[user]:password@]host:port[,host:port...]/service[/db]``;
+    the password is the Redis servers'; ``?sentinel_password=`` the
+    sentinels' own, when they have one."""
+
+    sentinels: list[tuple[str, int]]
+    service: str
+    db: int = 0
+    username: str | None = None
+    password: str | None = None
+    sentinel_password: str | None = None
+
+    @classmethod
+    def parse(cls, url: str) -> SentinelUrl:
+        """Raise ValueError saying what is wrong with ``url``."""
+        parts = urlsplit(url)
+        if parts.scheme != SENTINEL_SCHEME:
+            raise ValueError(f"expected a {SENTINEL_SCHEME}:// URL")
+        credentials, _, hosts = parts.netloc.rpartition("@")
+        sentinels = []
+        for host in filter(None, hosts.split(",")):
+            name, _, port = host.rpartition(":")
+            if not name or not port.isdigit():
+                raise ValueError(f"expected host:port for every sentinel, got {host!r}")
+            sentinels.append((name.strip("[]"), int(port)))
+        if not sentinels:
+            raise ValueError("expected at least one sentinel as host:port")
+        path = [p for p in parts.path.split("/") if p]
+        if not path or len(path) > 2 or (len(path) == 2 and not path[1].isdigit()):
+            raise ValueError("expected /SERVICE or /SERVICE/DB after the sentinels")
+        user, _, password = credentials.partition(":")
+        query = parse_qs(parts.query)
+        return cls(
+            sentinels=sentinels,
+            service=unquote(path[0]),
+            db=int(path[1]) if len(path) == 2 else 0,
+            username=unquote(user) or None,
+            password=unquote(password) or None,
+            sentinel_password=query.get("sentinel_password", [None])[0],
+        )
+
+
 class RedisSettings(_Section):
     url: str = "redis://127.0.0.1:6379/0"
-    """redis://, rediss:// or unix:// URL of the Redis that holds everything."""
+    """redis://, rediss:// or unix:// URL of the Redis that holds everything, or
+    redis+sentinel://[:password@]host:port[,host:port...]/SERVICE[/DB] to ask
+    Redis Sentinel which server is the master."""
     prefix: str = "announcer"
     """Every key starts with this and a colon; instances sharing it share state."""
     timeout_ms: Annotated[int, Field(gt=0, le=60_000)] = 2_000
@@ -49,8 +98,13 @@ class RedisSettings(_Section):
     @field_validator("url")
     @classmethod
     def _scheme(cls, url: str) -> str:
+        if url.startswith("redis+sentinel://"):
+            SentinelUrl.parse(url)
+            return url
         if not url.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError("expected a URL starting with redis://, rediss:// or unix://")
+            raise ValueError(
+                "expected a URL starting with redis://, rediss://, unix:// or redis+sentinel://"
+            )
         return url
 
     @field_validator("prefix")
@@ -291,6 +345,122 @@ class MirrorSettings(_Section):
     P:callers:global, with a TTL of lease_s, for func_redis or any script."""
 
 
+class ClusterSettings(_Section):
+    """Several instances on one Redis: they split the switches between them,
+    and one of them, the leader, runs the engine and publishes."""
+
+    enabled: bool = False
+    """Off: this instance does everything alone (no heartbeat, no lease)."""
+    instance: str = ""
+    """This instance's name among the others; empty: host name and process id."""
+    heartbeat_s: Annotated[float, Field(ge=0.2, le=60)] = 2.0
+    """How often an instance says it is alive; it is gone after three missed."""
+    lease_s: Annotated[float, Field(ge=1, le=600)] = 10.0
+    """The leader's lease: a new leader takes over within two of these after
+    the leader dies."""
+
+    @model_validator(mode="after")
+    def _lease(self) -> ClusterSettings:
+        if self.lease_s < 3 * self.heartbeat_s:
+            raise ValueError("lease_s must be at least three times heartbeat_s")
+        return self
+
+
+#: What a subscriber can choose to hear about (``events`` of a subscriber).
+EVENT_KINDS = ("outage", "staff", "maintenance", "drop", "link", "prompt")
+
+
+class NotifySubscriber(_Section):
+    """One [[notify.subscribers]] entry: where its messages go, and which."""
+
+    name: str
+    """Names the subscriber in the log (never its URLs, which hold secrets)."""
+    urls: tuple[str, ...] = ()
+    """apprise URLs: mailto://, tgram://, slack://, matrix://, ...
+    (https://appriseit.com/services/)."""
+    webhooks: tuple[str, ...] = ()
+    """http:// or https:// URLs that receive every message as a JSON POST."""
+    districts: tuple[str, ...] = ()
+    """District ids or names; empty: all. What concerns no one district (the
+    whole network, a lost link, a rejected drop) reaches every subscriber."""
+    events: tuple[str, ...] = ()
+    """Kinds among outage, staff, maintenance, drop, link; empty: all."""
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, name: str) -> str:
+        if not name.strip():
+            raise ValueError('expected a name for the subscriber, e.g. "noc"')
+        return name.strip()
+
+    @field_validator("events")
+    @classmethod
+    def _events(cls, events: tuple[str, ...]) -> tuple[str, ...]:
+        for kind in events:
+            if kind not in EVENT_KINDS:
+                raise ValueError(
+                    f"unknown event kind {kind!r}; expected some of"
+                    f" {', '.join(EVENT_KINDS)} (or none: all)"
+                )
+        return events
+
+    @model_validator(mode="after")
+    def _destinations(self) -> NotifySubscriber:
+        # the URLs are checked here rather than per field, so that an error
+        # never echoes them: they hold passwords and tokens
+        from announcer.notify import urls  # noqa: PLC0415  (apprise loads only when used)
+
+        if not self.urls and not self.webhooks:
+            raise ValueError(f"subscriber {self.name!r} has no urls and no webhooks; add one")
+        for number, url in enumerate(self.urls, 1):
+            made = urls.instantiate(url)
+            if isinstance(made, str):
+                raise ValueError(f"subscriber {self.name!r}, urls entry {number}: {made}")
+        for number, url in enumerate(self.webhooks, 1):
+            problem = urls.webhook_problem(url)
+            if problem:
+                raise ValueError(f"subscriber {self.name!r}, webhooks entry {number}: {problem}")
+        return self
+
+
+class NotifySettings(_Section):
+    """Messages to people (email, chat, webhooks) about outages, staff
+    announcements, planned works, rejected drops and lost links."""
+
+    enabled: bool = True
+    """Send them (when there are subscribers)."""
+    debounce_s: Annotated[float, Field(ge=0, le=3_600)] = 10.0
+    """Events of one outage (one announcement, one link) within this long of
+    the first become one message: at most one message per outage this often."""
+    timeout_s: Annotated[float, Field(gt=0, le=300)] = 10.0
+    """One delivery attempt taking longer than this has failed."""
+    attempts: Annotated[int, Field(ge=1, le=20)] = 3
+    """Attempts per message and destination before it is given up (and logged)."""
+    retry_backoff_s: Annotated[float, Field(ge=0, le=3_600)] = 2.0
+    """Wait before the second attempt; twice as long before each next one."""
+    subscribers: tuple[NotifySubscriber, ...] = ()
+    """[[notify.subscribers]] entries."""
+
+    @model_validator(mode="after")
+    def _unique(self) -> NotifySettings:
+        names = [s.name for s in self.subscribers]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"subscriber names must differ; used twice: {', '.join(twice)}")
+        return self
+
+
+class MetricsSettings(_Section):
+    """Prometheus metrics of ``announcer run``: ``GET /metrics`` over HTTP."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    """Where Prometheus scrapes; loopback unless a firewall guards a wider address."""
+    port: Annotated[int, Field(ge=1, le=65535)] = 9105
+    """Prometheus's list of exporter ports is full; 9105 went to the Mesos
+    exporter, long retired (9464, OpenTelemetry's, is often taken)."""
+
+
 class Settings(_Section):
     redis: RedisSettings = RedisSettings()
     phones: PhoneSettings = PhoneSettings()
@@ -305,6 +475,9 @@ class Settings(_Section):
     fastagi: FastAgiSettings = FastAgiSettings()
     ami: AmiSettings = AmiSettings()
     mirror: MirrorSettings = MirrorSettings()
+    metrics: MetricsSettings = MetricsSettings()
+    notify: NotifySettings = NotifySettings()
+    cluster: ClusterSettings = ClusterSettings()
 
 
 class ConfigError(Exception):
@@ -360,8 +533,12 @@ def _describe(error: Any, model: type[BaseModel]) -> str:
     key = _key(loc)
     if error["type"] == "extra_forbidden":
         section: type[BaseModel] = model
-        for part in loc[:-1]:
+        parts = iter(loc[:-1])
+        for part in parts:
             annotation = section.model_fields[part].annotation
+            items: tuple[Any, ...] = getattr(annotation, "__args__", ())
+            if getattr(annotation, "__origin__", None) is tuple and items:
+                annotation, _ = items[0], next(parts, None)  # [[array]] entry: skip its index
             if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
                 break
             section = annotation

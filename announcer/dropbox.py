@@ -68,6 +68,7 @@ from pathlib import Path
 from asyncinotify import Event, Inotify, Mask
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from announcer.announcements import new_id
@@ -83,6 +84,7 @@ from announcer.spool import (
     shown,
     stem,
 )
+from announcer.store import EVENTS_MAXLEN
 
 __all__ = ["Dropbox", "Outcome"]
 
@@ -133,6 +135,8 @@ class Dropbox:
         self._recovered = False
         self._redis_down = False
         self._intake = Intake(redis, keys, settings)
+        self.taken = {"published": 0, "rejected": 0}
+        """drops taken since the start, by what became of them (for metrics)"""
 
     # the loop ------------------------------------------------------------------
 
@@ -368,9 +372,30 @@ class Dropbox:
             return None
         with contextlib.suppress(OSError):
             work.rmdir()
+        self.taken["published" if outcome.accepted else "rejected"] += 1
+        await self._record(outcome)
         if outcome.accepted and self.published is not None:
             self.published()
         return outcome
+
+    async def _record(self, outcome: Outcome) -> None:
+        """A ``kind=drop`` event on the stream (for notifications); the drop
+        is filed already, so Redis failing now only costs the event."""
+        event = {
+            "kind": "drop",
+            "action": "published" if outcome.accepted else "rejected",
+            "file": outcome.name,
+            "files": ", ".join(shown(path.name) for path in outcome.files),
+            "at": f"{time.time():.3f}",
+        }
+        if outcome.announcement_id:
+            event["id"] = outcome.announcement_id
+        if outcome.reason:
+            event["error"] = outcome.reason.splitlines()[0]
+        try:
+            await self.redis.xadd(self.keys.events, event, maxlen=EVENTS_MAXLEN, approximate=True)  # type: ignore[arg-type]
+        except RedisError as exc:
+            logger.warning("%s is filed, but no event says so (%s)", outcome.name, exc)
 
     def _put_back(self, work: Path, names: tuple[str, ...]) -> None:
         for name in names:

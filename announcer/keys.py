@@ -20,7 +20,9 @@ Layout (``P`` is the prefix, ``G`` a generation number)::
     P:inv:G:phones:B            hash  E.164 digits -> switch index       (B = bucket)
     P:inv:G:details:B           hash  E.164 digits -> "account<US>port<US>address"
     P:state                     hash  switch id -> {"state", "since", "reason", "root", "rtt_ms"}
-    P:events                    stream every change: kind, switch, old, new, reason, root, at
+    P:state:version             int   goes up whenever P:state is written (readers cache)
+    P:events                    stream every change: kind, switch, old, new, reason, root, at,
+                                       silent_since (a state change's first missed probe)
     P:poller                    hash  the poller's last sweep: at, duration, counts
     P:staff                     hash  announcement id -> staff announcement (JSON)
     P:maintenance               hash  window id -> maintenance window (JSON)
@@ -32,6 +34,11 @@ Layout (``P`` is the prefix, ``G`` a generation number)::
     P:callers:<digits>          str   "UNTIL,PROMPT,ID,SCOPE" a number hears ([mirror] redis_keys)
     P:callers:global            str   the same, for everyone else; each expires after lease_s
     P:links                     hash  mirror name -> its link's state (JSON), for status
+    P:notify:cursor             hash  read: last event read; pending: ids read, not yet notified
+    P:cluster:members           zset  live instances, scored by when their heartbeat runs out
+    P:cluster:info              hash  instance -> about it (JSON); leader, since
+    P:cluster:shares            hash  instance -> the switches it polls (JSON list)
+    P:cluster:leader            str   the instance holding the leader lease (expires)
 
 Phone numbers are spread over ``buckets`` small hashes so that Redis keeps
 each in its compact listpack encoding (about 16 bytes a number instead of
@@ -109,6 +116,10 @@ class Keys:
         return self._k("state")
 
     @property
+    def state_version(self) -> str:
+        return self._k("state", "version")
+
+    @property
     def events(self) -> str:
         return self._k("events")
 
@@ -155,6 +166,26 @@ class Keys:
     @property
     def links(self) -> str:
         return self._k("links")
+
+    @property
+    def notify_cursor(self) -> str:
+        return self._k("notify", "cursor")
+
+    @property
+    def cluster_members(self) -> str:
+        return self._k("cluster", "members")
+
+    @property
+    def cluster_info(self) -> str:
+        return self._k("cluster", "info")
+
+    @property
+    def cluster_shares(self) -> str:
+        return self._k("cluster", "shares")
+
+    @property
+    def cluster_leader(self) -> str:
+        return self._k("cluster", "leader")
 
     def generation_prefix(self, gen: int | str) -> str:
         """Prefix of every key of one generation, ending in a colon."""

@@ -1,7 +1,8 @@
 """The ``announcer`` command: one function per subcommand, grouped by topic.
 
 ``inventory`` (check-config, import, lookup), ``watch`` (status, poll),
-``announce`` (announce, clear, list, maintenance), ``service`` (run, demo).
+``announce`` (announce, clear, list, maintenance), ``report`` (report),
+``service`` (run, demo).
 This package is the only place that configures logging or prints.
 """
 
@@ -13,7 +14,7 @@ import sys
 from pathlib import Path
 
 from announcer import __version__, config
-from announcer.cli import announce, inventory, service, watch
+from announcer.cli import announce, inventory, report, service, watch
 from announcer.cli.common import EXIT_FAILED
 from announcer.config import ConfigError
 
@@ -31,7 +32,7 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for group in (inventory, watch, announce, service):
+    for group in (inventory, watch, announce, report, service):
         group.register(sub)
     return p
 
@@ -43,6 +44,8 @@ def main(argv: list[str] | None = None) -> int:
         logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )  # fmt: skip
+    if not args.verbose:  # a line per message sent; announcer logs what matters itself
+        logging.getLogger("apprise").setLevel(logging.WARNING)
     try:
         code: int = args.func(args)
     except ConfigError as exc:

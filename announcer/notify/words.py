@@ -1,0 +1,156 @@
+"""What notification messages say, in English and Russian. Pure.
+
+Phrases are ``str.format`` templates; labels (capitalised keys) start a line
+of the body ("Where: ..."). Russian avoids plural agreement with numbers by
+putting the count after a colon ("коммутаторов: 3").
+"""
+
+from __future__ import annotations
+
+LANGUAGES = ("en", "ru")
+
+WORDS: dict[str, dict[str, str]] = {
+    "en": {
+        "outage": "Outage: {where}",
+        "outage_changed": "Outage changed: {where}",
+        "outage_cleared": "Outage cleared: {where}",
+        "outage_blip": "Outage began and cleared: {where}",
+        "outage_grew": "Outage grew beyond {where}",
+        "outage_narrowed": "Outage narrowed from {where}",
+        "moved": "still cut off: see the message about the {wider}outage",
+        "wider": "wider ",
+        "narrower": "",
+        "staff_published": "Staff announcement: {where}",
+        "staff_updated": "Staff announcement changed: {where}",
+        "staff_withdrawn": "Staff announcement withdrawn: {where}",
+        "staff_expired": "Staff announcement expired: {where}",
+        "maintenance_started": "Planned works started: {where}",
+        "maintenance_updated": "Planned works changed: {where}",
+        "maintenance_ended": "Planned works ended: {where}",
+        "drop_rejected": "Drop not published: {file}",
+        "drop_published": "Drop published: {file}",
+        "link_lost": "Link lost: {link}",
+        "link_regained": "Link back: {link}",
+        "link_blip": "Link lost and back: {link}",
+        "prompt_failed": "Prompt not rendered: {id}",
+        "prompt_effect": "Callers hear a shipped fragment instead, or nothing if the sounds folder"
+        " cannot take even that; announcer tries again every minute. Check the sounds folder's"
+        " free space and permissions, and espeak-ng or gTTS.",
+        "everyone": "the whole network",
+        "everyone_hears": "everyone",
+        "district": "{names} district",
+        "districts": "{names} districts",
+        "switch": "switch {root}",
+        "switch_behind": "switch {root} and {behind} behind it",
+        "switches": "switches {names}",
+        "in": "{what} ({where})",
+        "more": "{names} and {more} more",
+        "cut_off": "{switches} switches, {numbers} subscriber numbers",
+        "cut_off_switches": "{switches} switches",
+        "after": "{at}, after {duration}",
+        "flapping": "opened {opened} times, cleared {cleared} times between {first} and {last}",
+        "recording": "a recording (no text)",
+        "hear_restored": "Callers now hear, for {duration}",
+        "rejected_where": "The files are in rejected/ beside {key}.error.txt, which says"
+        " what to do.",
+        "redis_effect": "While Redis is lost, announcer cannot publish announcements or answer"
+        " lookups; mirrored prompts stop when their lease runs out.",
+        "mirror_effect": "Prompts mirrored there stop when their lease runs out; the dialplan"
+        " then plays nothing.",
+        "Where": "Where",
+        "Cut off": "Cut off",
+        "Since": "Since",
+        "Cleared": "Cleared",
+        "Ended": "Ended",
+        "Also back": "Also back",
+        "Grew from": "Began as",
+        "Unstable": "Unstable",
+        "Until": "Until",
+        "Expected restoration": "Expected restoration",
+        "Author": "Author",
+        "Drop": "From the drop",
+        "Callers hear": "Callers hear",
+        "Announcement": "Announcement",
+        "Reason": "Reason",
+        "Files": "Files",
+        "Lost": "Lost",
+        "Back": "Back",
+        "h": "{h} h {m} min",
+        "min": "{m} min",
+        "s": "{s} s",
+    },
+    "ru": {
+        "outage": "Авария: {where}",
+        "outage_changed": "Авария изменилась: {where}",
+        "outage_cleared": "Авария устранена: {where}",
+        "outage_blip": "Авария возникла и устранена: {where}",
+        "outage_grew": "Авария вышла за пределы: {where}",
+        "outage_narrowed": "Авария сузилась, была: {where}",
+        "moved": "по-прежнему отключено: см. сообщение о {wider}аварии",
+        "wider": "более широкой ",
+        "narrower": "",
+        "staff_published": "Объявление техподдержки: {where}",
+        "staff_updated": "Объявление техподдержки изменено: {where}",
+        "staff_withdrawn": "Объявление техподдержки снято: {where}",
+        "staff_expired": "Объявление техподдержки истекло: {where}",
+        "maintenance_started": "Начались плановые работы: {where}",
+        "maintenance_updated": "Плановые работы изменены: {where}",
+        "maintenance_ended": "Плановые работы завершены: {where}",
+        "drop_rejected": "Файл не опубликован: {file}",
+        "drop_published": "Файл опубликован: {file}",
+        "link_lost": "Потеряна связь: {link}",
+        "link_regained": "Связь восстановлена: {link}",
+        "link_blip": "Связь терялась и восстановлена: {link}",
+        "prompt_failed": "Не удалось озвучить объявление: {id}",
+        "prompt_effect": "Звонящие слышат вместо него стандартный фрагмент, а если папка звуков"
+        " не принимает и его, ничего; announcer пробует снова раз в минуту. Проверьте свободное"
+        " место и права папки звуков, а также espeak-ng или gTTS.",
+        "everyone": "вся сеть",
+        "everyone_hears": "все абоненты",
+        "district": "район {names}",
+        "districts": "районы {names}",
+        "switch": "коммутатор {root}",
+        "switch_behind": "коммутатор {root} и ещё {behind} за ним",
+        "switches": "коммутаторы {names}",
+        "in": "{what} ({where})",
+        "more": "{names} и ещё {more}",
+        "cut_off": "коммутаторов: {switches}, абонентских номеров: {numbers}",
+        "cut_off_switches": "коммутаторов: {switches}",
+        "after": "{at}, через {duration}",
+        "flapping": "возникала {opened} раз, пропадала {cleared} раз с {first} по {last}",
+        "recording": "запись (без текста)",
+        "hear_restored": "Теперь {duration} абоненты слышат",
+        "rejected_where": "Файлы лежат в rejected/ рядом с {key}.error.txt: там сказано,"
+        " что делать.",
+        "redis_effect": "Пока Redis недоступен, announcer не публикует объявления и не отвечает"
+        " на запросы; зеркальные подсказки умолкнут, когда истечёт их срок.",
+        "mirror_effect": "Подсказки в этом зеркале умолкнут, когда истечёт их срок; dialplan"
+        " тогда ничего не проигрывает.",
+        "Where": "Где",
+        "Cut off": "Отключено",
+        "Since": "Начало",
+        "Cleared": "Устранена",
+        "Ended": "Окончание",
+        "Also back": "Также восстановлено",
+        "Grew from": "Началась с",
+        "Unstable": "Неустойчиво",
+        "Until": "До",
+        "Expected restoration": "Ожидаемое восстановление",
+        "Author": "Автор",
+        "Drop": "Из папки",
+        "Callers hear": "Абоненты слышат",
+        "Announcement": "Объявление",
+        "Reason": "Причина",
+        "Files": "Файлы",
+        "Lost": "Потеряна",
+        "Back": "Восстановлена",
+        "h": "{h} ч {m} мин",
+        "min": "{m} мин",
+        "s": "{s} с",
+    },
+}
+
+
+def say(language: str, phrase: str, **values: object) -> str:
+    """``phrase`` in ``language`` (English for a language without words here)."""
+    return WORDS.get(language, WORDS["en"])[phrase].format(**values)
