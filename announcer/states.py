@@ -60,6 +60,9 @@ class Track:
     rtt_ms: float | None = None
     reason: str = ""
     uptime_s: float | None = None
+    silent_since: float | None = None
+    """when the first of the misses in a row was seen (the outage's start);
+    None once the switch answers"""
 
     @property
     def own(self) -> State:
@@ -93,11 +96,12 @@ def observe(
         # We could not ask: nothing is learnt about the switch itself.
         return replace(track, uptime_s=uptime), reboot
     if result.verdict is Verdict.ALIVE:
-        hits, misses = track.hits + 1, 0
+        hits, misses, silent_since = track.hits + 1, 0, None
         needed = 1 if track.verdict is State.UNKNOWN else rules.up_after
         verdict = State.UP if track.verdict is State.UP or hits >= needed else track.verdict
     else:
         hits, misses = 0, track.misses + 1
+        silent_since = now if track.silent_since is None else track.silent_since
         verdict = (
             State.DOWN
             if track.verdict is State.DOWN or misses >= rules.down_after
@@ -118,6 +122,7 @@ def observe(
         rtt_ms=result.rtt_ms if result.verdict is Verdict.ALIVE else track.rtt_ms,
         reason=result.reason,
         uptime_s=uptime,
+        silent_since=silent_since,
     )
     return settle(new, now, rules), reboot
 
@@ -162,6 +167,8 @@ class Change:
     reason: str
     root_cause: str | None
     at: float
+    silent_since: float | None = None
+    """the switch's first miss of the run that led here (the outage's start)"""
 
 
 def topological(parents: Mapping[str, str | None]) -> list[str]:
@@ -193,18 +200,28 @@ class Fleet:
         for switch, parent in self.parents.items():
             if parent is not None:
                 self.children.setdefault(parent, []).append(switch)
+        self._dirty = True
+        """a track's own verdict changed since the last resolve"""
+        self._flapping: set[str] = set()
+        """switches held as flapping: their settling depends on the clock"""
 
     def observe(
         self, results: Iterable[ProbeResult], now: float, counts: bool = True
     ) -> list[Reboot]:
         reboots = []
         for result in results:
-            if result.switch not in self.parents:
+            switch = result.switch
+            if switch not in self.parents:
                 continue
-            track, reboot = observe(
-                self.tracks.get(result.switch, Track()), result, now, self.rules, counts
-            )
-            self.tracks[result.switch] = track
+            old = self.tracks.get(switch)
+            track, reboot = observe(old or Track(), result, now, self.rules, counts)
+            self.tracks[switch] = track
+            if old is None or track.own is not old.own:
+                self._dirty = True
+            if track.flapping_since is not None:
+                self._flapping.add(switch)
+            else:
+                self._flapping.discard(switch)
             if reboot is not None:
                 reboots.append(reboot)
         return reboots
@@ -216,6 +233,11 @@ class Fleet:
         than at the next sweep: its own probes failed while it could not be
         reached, so its own verdict starts afresh.
         """
+        if not self._dirty and not self._flapping and len(self.states) == len(self.order):
+            # no switch's own verdict moved: every state stays as it is (the
+            # round-trip times shown are those of the last change anywhere)
+            return [], []
+        self._dirty = False
         changes: list[Change] = []
         recheck: list[str] = []
         new_states: dict[str, SwitchState] = {}
@@ -253,7 +275,8 @@ class Fleet:
             new_states[switch] = SwitchState(state, since, reason, root, rtt)
             old = before.state if before is not None else State.UNKNOWN
             if old is not state:
-                changes.append(Change(switch, old, state, reason, root, now))
+                silent = track.silent_since if track is not None else None
+                changes.append(Change(switch, old, state, reason, root, now, silent))
         self.states = new_states
         return changes, recheck
 

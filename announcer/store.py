@@ -21,6 +21,32 @@ def _json(value: object) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
+#: A round-trip time is written again only when it moved by more than this
+#: share (and at least RTT_NOISE_MS): rewriting 10,000 states every sweep for
+#: microseconds of jitter cost more than the sweep itself.
+RTT_SHARE = 0.5
+RTT_NOISE_MS = 1.0
+
+
+def _differs(written: SwitchState | None, state: SwitchState) -> bool:
+    """Is ``state`` news beside what was last ``written``?"""
+    if written is None:
+        return True
+    if written is state:
+        return False
+    if (written.state, written.since, written.reason, written.root_cause) != (
+        state.state,
+        state.since,
+        state.reason,
+        state.root_cause,
+    ):
+        return True
+    old, new = written.rtt_ms, state.rtt_ms
+    if old is not None and new is not None:
+        return abs(new - old) > max(RTT_NOISE_MS, RTT_SHARE * old)
+    return old != new
+
+
 @dataclass(frozen=True)
 class SweepInfo:
     at: float
@@ -35,7 +61,7 @@ class StateStore:
     def __init__(self, redis: Redis, keys: Keys) -> None:
         self.redis = redis
         self.keys = keys
-        self._written: dict[str, dict[str, object]] = {}
+        self._written: dict[str, SwitchState] = {}
 
     async def publish(
         self,
@@ -46,14 +72,15 @@ class StateStore:
     ) -> None:
         """Write what changed since the last call, and the events, in one transaction."""
         dirty: dict[str, str] = {}
+        written = self._written
         for switch, state in states.items():
-            record = state.record()
-            if self._written.get(switch) != record:
-                dirty[switch] = _json(record)
-                self._written[switch] = record
+            if _differs(written.get(switch), state):
+                dirty[switch] = _json(state.record())
+                written[switch] = state
         async with self.redis.pipeline(transaction=True) as pipe:
             if dirty:
                 pipe.hset(self.keys.state, mapping=dirty)  # type: ignore[arg-type]
+                pipe.incr(self.keys.state_version)
             for c in changes:
                 pipe.xadd(
                     self.keys.events,
@@ -65,6 +92,7 @@ class StateStore:
                         "reason": c.reason,
                         "root": c.root_cause or "",
                         "at": f"{c.at:.3f}",
+                        "silent_since": "" if c.silent_since is None else f"{c.silent_since:.3f}",
                     },
                     maxlen=EVENTS_MAXLEN,
                     approximate=True,
@@ -108,8 +136,15 @@ class StateStore:
         for switch in gone:
             self._written.pop(switch, None)
         if gone:
-            await self.redis.hdel(self.keys.state, *gone)
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.hdel(self.keys.state, *gone)
+                pipe.incr(self.keys.state_version)
+                await pipe.execute()
         return len(gone)
+
+    async def version(self) -> int:
+        """Goes up whenever a state is written or dropped (never down)."""
+        return int(await self.redis.get(self.keys.state_version) or 0)
 
     async def states(self) -> dict[str, dict[str, Any]]:
         raw: dict[str, str] = await self.redis.hgetall(self.keys.state)  # type: ignore[assignment]

@@ -206,3 +206,23 @@ def test_topological_order_puts_parents_first() -> None:
     order = topological(parents)
     assert order.index("a") < order.index("b") < order.index("c")
     assert sorted(order) == ["a", "b", "c", "d"]
+
+
+def test_the_first_miss_of_an_outage_is_kept_until_an_answer() -> None:
+    """What ``announcer report`` shows as an outage's start: the first miss of
+    the run, not the third (when it was declared); a probe that could not be
+    sent neither starts nor ends it."""
+    fleet = Fleet({"sw": None}, RULES)
+    seen = []
+    for at, verdict in [(0, ALIVE), (5, SILENT), (10, FAILED), (15, SILENT), (20, SILENT)]:
+        fleet.observe([ProbeResult("sw", verdict, "no echo reply within 1000 ms")], at)
+        changes, _ = fleet.resolve(at)
+        seen += [(c.new, c.at, c.silent_since) for c in changes]
+    assert seen == [(State.UP, 0, None), (State.DOWN, 20, 5)]
+    assert fleet.tracks["sw"].silent_since == 5
+    for at in (25, 30):
+        fleet.observe([ProbeResult("sw", ALIVE, "")], at)
+        changes, _ = fleet.resolve(at)
+        seen += [(c.new, c.at, c.silent_since) for c in changes]
+    assert seen[-1] == (State.UP, 30, None)
+    assert fleet.tracks["sw"].silent_since is None

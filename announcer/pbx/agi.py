@@ -62,6 +62,8 @@ class AgiCounters:
 
     served: int = 0
     """sessions answered with the lookup's verdict"""
+    matched: int = 0
+    """of those, the ones told a prompt to play"""
     failed: int = 0
     """sessions answered with empty values because the lookup failed (fail open)"""
     dropped: int = 0
@@ -441,6 +443,8 @@ class _Session(asyncio.Protocol):
                 server.counters.failed += 1
                 return
             server.counters.served += 1
+            if prompt:
+                server.counters.matched += 1
             if prompt and server.record is not None:
                 await server._record(answer, caller)
         except Exception:
