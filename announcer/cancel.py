@@ -1,11 +1,13 @@
 """Cancellation that a library swallowed.
 
-Some awaits deep in the libraries announcer uses catch ``CancelledError``
-when it lands at an awkward moment (a Redis reply arriving as the task is
-cancelled) and carry on; the task is then still marked as cancelling, but
-a service loop would go round for ever and the task group stopping the
-daemon (SIGTERM, SIGHUP) would wait on it for ever. Every service loop
-calls ``raise_if_cancelled`` once a round.
+redis-py sends every command through ``asyncio.wait_for`` when a socket
+timeout is set, and Python 3.11's ``wait_for`` drops a cancellation that
+arrives just as the wrapped operation completes. The task is then still
+marked as cancelling, but nothing raises: a service loop would go round, or
+sleep until its next round, while the task group stopping the daemon
+(SIGTERM, SIGHUP, a crashed part) waits on it. Every service loop calls
+``raise_if_cancelled`` once a round, and sleeps with ``pause``, which
+checks first.
 """
 
 from __future__ import annotations
@@ -18,3 +20,9 @@ def raise_if_cancelled() -> None:
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         raise asyncio.CancelledError
+
+
+async def pause(seconds: float) -> None:
+    """``asyncio.sleep``, unless this task was already asked to stop."""
+    raise_if_cancelled()
+    await asyncio.sleep(seconds)

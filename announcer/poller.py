@@ -10,6 +10,13 @@ The beat corrects for drift (the next sweep is due one interval after the
 previous one was *due*, not after it finished) and sweeps never overlap: one
 that overruns makes the next start late, and the ones it overlapped are
 skipped with a warning.
+
+With several instances (``announcer.cluster``) each polls its share: it
+probes and judges its own switches and their uplinks, so the uplink logic
+always sees the whole way up, but writes the states of its own switches
+only. A switch taken over from another instance, or from the last run,
+starts from the state Redis holds for it, so an outage that goes on is not
+closed and opened again.
 """
 
 from __future__ import annotations
@@ -24,12 +31,13 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from announcer.cancel import raise_if_cancelled
+from announcer.cancel import pause, raise_if_cancelled
+from announcer.cluster import Cluster, ancestors
 from announcer.config import Settings
 from announcer.inventory.store import InventoryStore
 from announcer.keys import Keys
 from announcer.probes.base import Probe, ProbeResult, Target, Verdict
-from announcer.states import Fleet, Reboot, Rules
+from announcer.states import Fleet, Reboot, Rules, State, SwitchState, Track
 from announcer.store import StateStore, SweepInfo
 
 logger = logging.getLogger(__name__)
@@ -47,6 +55,36 @@ def _target(record: Mapping[str, Any]) -> Target:
     )
 
 
+#: What a switch's own probes are taken to have said, from its stored state.
+_VERDICT_OF = {
+    State.UP: State.UP,
+    State.DOWN: State.DOWN,
+    State.FLAPPING: State.DOWN,
+    State.UNREACHABLE: State.DOWN,
+}
+
+
+def resume(record: Mapping[str, Any]) -> tuple[Track, SwitchState] | None:
+    """A switch's track and state picked up from its stored record; None
+    when the record says nothing usable."""
+    try:
+        state = State(record["state"])
+        since = float(record.get("since", 0.0))
+    except (KeyError, ValueError, TypeError):
+        return None
+    reason = str(record.get("reason", ""))
+    rtt = record.get("rtt_ms")
+    rtt_ms = float(rtt) if isinstance(rtt, int | float) else None
+    track = Track(
+        verdict=_VERDICT_OF.get(state, State.UNKNOWN),
+        flapping_since=since if state is State.FLAPPING else None,
+        rtt_ms=rtt_ms,
+        reason=reason,
+    )
+    root = record.get("root")
+    return track, SwitchState(state, since, reason, str(root) if root else None, rtt_ms)
+
+
 class Poller:
     def __init__(
         self,
@@ -56,9 +94,16 @@ class Poller:
         probes: Mapping[str, Probe],
         clock: Callable[[], float] = time.time,
         changed: Callable[[], None] | None = None,
+        cluster: Cluster | None = None,
     ) -> None:
-        """``changed`` is called when a sweep changed a state (to wake the publisher)."""
+        """``changed`` is called when a sweep changed a state (to wake the
+        publisher); with a ``cluster``, only this instance's share is polled."""
         self.changed = changed
+        self.cluster = cluster
+        self.owned: set[str] | None = None
+        """the switches whose states this instance writes; None: all"""
+        self._reshare = False
+        self._loaded = False
         self.settings = settings
         self.probes = probes
         self.clock = clock
@@ -68,33 +113,79 @@ class Poller:
         self.fleet = Fleet({}, self.rules)
         self.generation: int | None = None
         self.targets: dict[str, Target] = {}
+        """the switches this instance probes: its share and their uplinks"""
         self.methods: dict[str, str] = {}
         self._snmp_due = -math.inf
         self._redis_ok = True
         self.beat = time.monotonic()
         """when the last sweep ended, well or not (the watchdog's measure)"""
 
+    def reshare(self) -> None:
+        """The cluster's members changed: take the new share at the next sweep."""
+        self._reshare = True
+
+    @property
+    def states(self) -> dict[str, SwitchState]:
+        """The states this instance writes."""
+        if self.owned is None:
+            return self.fleet.states
+        return {s: st for s, st in self.fleet.states.items() if s in self.owned}
+
     async def load(self) -> bool:
-        """Follow the live inventory; True when it changed since the last call."""
+        """Follow the live inventory (and the cluster's split of it); True
+        when what this instance polls changed since the last call."""
+        current = await self.inventory.current()
+        gen = current.gen if current is not None else None
+        if self._loaded and gen == self.generation and not self._reshare:
+            return False  # the same generation: the same switches
+        self._loaded = True
         live, switches = await self.inventory.switches()
         gen = live.gen if live is not None else None
-        if gen == self.generation and self.targets.keys() == switches.keys():
-            return False
+        self._reshare = False
         parents = {i: r.get("parent") for i, r in switches.items()}
+        polled = set(parents)
+        owned = None
+        if self.cluster is not None:
+            owned = self.cluster.share(parents)
+            polled = set(owned)
+            for switch in owned:
+                polled.update(ancestors(switch, parents))
         fleet = Fleet(parents, self.rules)
-        fleet.tracks = {s: t for s, t in self.fleet.tracks.items() if s in parents}
-        fleet.states = {s: st for s, st in self.fleet.states.items() if s in parents}
+        # a state without a track is only what resolve() said of a switch
+        # nobody here probed: the one in Redis is better
+        fleet.tracks = {s: t for s, t in self.fleet.tracks.items() if s in polled}
+        fleet.states = {s: st for s, st in self.fleet.states.items() if s in fleet.tracks}
+        new = [s for s in polled if s not in fleet.tracks]
+        if new:
+            stored = await self.store.states()
+            for switch in new:
+                picked = resume(stored.get(switch, {}))
+                if picked is not None:
+                    fleet.tracks[switch], fleet.states[switch] = picked
         self.fleet = fleet
-        self.targets = {i: _target(r) for i, r in switches.items()}
+        self.targets = {i: _target(r) for i, r in switches.items() if i in polled}
         self.methods = {i: r.get("probe", "icmp") for i, r in switches.items()}
         self.generation = gen
+        self.owned = owned
         gone = await self.store.forget(parents)
-        logger.info(
-            "following inventory generation %s: %d switches (%d states dropped)",
-            gen,
-            len(parents),
-            gone,
-        )
+        if self.cluster is not None and owned is not None:
+            await self.cluster.publish_share(owned)
+            logger.info(
+                "following inventory generation %s: %d of %d switches are this instance's"
+                " (%d probed with their uplinks; %d states dropped)",
+                gen,
+                len(owned),
+                len(parents),
+                len(polled),
+                gone,
+            )
+        else:
+            logger.info(
+                "following inventory generation %s: %d switches (%d states dropped)",
+                gen,
+                len(parents),
+                gone,
+            )
         return True
 
     async def _probe(self, name: str, targets: Sequence[Target]) -> list[ProbeResult]:
@@ -189,22 +280,26 @@ class Poller:
             silent=sum(r.verdict is Verdict.SILENT for r in results),
             failed=sum(r.verdict is Verdict.FAILED for r in results),
         )
+        if self.owned is not None:
+            owned = self.owned
+            changes = [c for c in changes if c.switch in owned]
+            reboots = [r for r in reboots if r.switch in owned]
         for change in changes:
             why = f" ({change.reason})" if change.reason else ""
             logger.info("switch %s: %s -> %s%s", change.switch, change.old, change.new, why)
-        await self.store.publish(self.fleet.states, changes, reboots, info if main else None)
+        await self.store.publish(self.states, changes, reboots, info if main else None)
         if changes and self.changed is not None:
             self.changed()
         return info
 
     async def _confirm_until(self, due: float) -> None:
         """Confirmation rounds while there is time before the next sweep is due."""
-        pause = self.settings.poller.confirm_interval_s
-        if pause <= 0:
+        interval = self.settings.poller.confirm_interval_s
+        if interval <= 0:
             return
-        budget = self.settings.icmp.timeout_ms / 1000 + pause
+        budget = self.settings.icmp.timeout_ms / 1000 + interval
         while self.fleet.suspects() and time.monotonic() + budget < due:
-            await asyncio.sleep(pause)
+            await pause(interval)
             try:
                 await self.confirm()
             except RedisError:
@@ -238,4 +333,4 @@ class Poller:
                     skipped,
                 )
                 due += skipped * interval
-            await asyncio.sleep(max(0.0, due - time.monotonic()))
+            await pause(max(0.0, due - time.monotonic()))

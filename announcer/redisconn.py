@@ -3,11 +3,29 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 import hiredis
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 
-from announcer.config import RedisSettings
+from announcer.config import SENTINEL_SCHEME, RedisSettings, SentinelUrl
+
+
+class _SentinelRedis(Redis):
+    """Closes the connections to the sentinels too."""
+
+    watchers: Sentinel
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        await super().aclose(close_connection_pool)
+        for client in self.watchers.sentinels:
+            await client.aclose()
+
+
+class _BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
+    """Connections to whichever server the sentinels name as master, with
+    the blocking pool's queueing (see ``connect``)."""
 
 
 def connect(settings: RedisSettings, max_connections: int = 64) -> Redis:
@@ -16,9 +34,12 @@ def connect(settings: RedisSettings, max_connections: int = 64) -> Redis:
     redis-py's default pool raises "Too many connections" once
     ``max_connections`` are busy: in a call storm, exactly when lookups
     matter most. A blocking pool queues them instead, for at most the
-    configured timeout.
+    configured timeout. A ``redis+sentinel://`` URL asks the sentinels for
+    the master, and again whenever it fails over.
     """
     timeout = settings.timeout_ms / 1000
+    if settings.url.startswith(SENTINEL_SCHEME + "://"):
+        return _sentinel_client(SentinelUrl.parse(settings.url), timeout, max_connections)
     pool = BlockingConnectionPool.from_url(
         settings.url,
         decode_responses=True,
@@ -28,6 +49,30 @@ def connect(settings: RedisSettings, max_connections: int = 64) -> Redis:
         timeout=timeout,
     )
     return Redis.from_pool(pool)
+
+
+def _sentinel_client(url: SentinelUrl, timeout: float, max_connections: int) -> Redis:
+    common: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
+    sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        url.sentinels,
+        sentinel_kwargs={**common, "password": url.sentinel_password},
+        **common,
+    )
+    pool = _BlockingSentinelPool(  # type: ignore[no-untyped-call]
+        url.service,
+        sentinel,
+        db=url.db,
+        username=url.username,
+        password=url.password,
+        decode_responses=True,
+        max_connections=max_connections,
+        timeout=timeout,
+        **common,
+    )
+    client = _SentinelRedis(connection_pool=pool)
+    client.auto_close_connection_pool = True
+    client.watchers = sentinel
+    return client
 
 
 def unreachable(settings: RedisSettings, exc: BaseException) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections import Counter
 from dataclasses import asdict
@@ -12,6 +13,7 @@ from redis.asyncio import Redis
 from announcer.inventory.store import InventoryStore
 from announcer.keys import Keys
 from announcer.pbx.mirror import link_states
+from announcer.prompts.renderer import is_fragment
 from announcer.states import State
 from announcer.store import StateStore
 
@@ -76,4 +78,32 @@ async def gather(redis: Redis, keys: Keys) -> dict[str, Any]:
             "failed": int(poller["failed"]),
         },
         "links": {name: asdict(link) for name, link in sorted(links.items())},
+        "prompts": await _prompts(redis, keys),
+        "cluster": await _cluster(redis, keys),
+    }
+
+
+async def _prompts(redis: Redis, keys: Keys) -> dict[str, list[str]]:
+    """Active announcements playing a stand-in: a shipped fragment because
+    their own prompt could not be rendered, or nothing at all."""
+    active: dict[str, str] = await redis.hgetall(keys.active)  # type: ignore[assignment]
+    fragment, silent = [], []
+    for ident, raw in sorted(active.items()):
+        prompt = json.loads(raw).get("prompt")
+        if not prompt:
+            silent.append(ident)
+        elif is_fragment(prompt):
+            fragment.append(ident)
+    return {"fragment": fragment, "silent": silent}
+
+
+async def _cluster(redis: Redis, keys: Keys) -> dict[str, Any] | None:
+    """The instances sharing this Redis, when several run ([cluster])."""
+    members: list[str] = await redis.zrange(keys.cluster_members, 0, -1)  # type: ignore[assignment]
+    if not members:
+        return None
+    shares: dict[str, str] = await redis.hgetall(keys.cluster_shares)  # type: ignore[assignment]
+    return {
+        "leader": await redis.get(keys.cluster_leader),
+        "members": {m: len(json.loads(shares[m])) if m in shares else None for m in members},
     }

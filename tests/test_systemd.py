@@ -20,10 +20,14 @@ import pytest
 from redis.asyncio import Redis
 
 from announcer.config import Settings
+from announcer.demo import firewall as netfilter
 from announcer.keys import Keys
 from announcer.sdnotify import Beat, Notifier, Watchdog
+from announcer.states import State
+from announcer.store import StateStore
 from tests.asterisk.sandbox import free_tcp_port
 from tests.conftest import InventoryFiles
+from tests.daemon import answers_tcp, daemon_config, start_daemon, stopped
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -86,6 +90,11 @@ def notify_socket(tmp_path: Path) -> Iterator[tuple[socket.socket, Path]]:
         server.close()
 
 
+def notify_env(path: Path) -> dict[str, str]:
+    """A pretend systemd: its notify socket, a watchdog of 1.5 s."""
+    return {"NOTIFY_SOCKET": str(path), "WATCHDOG_USEC": "1500000"}
+
+
 async def receive(server: socket.socket, until: str, within_s: float = 30.0) -> list[str]:
     """Datagrams (their lines) until one line starts with ``until``."""
     loop = asyncio.get_running_loop()
@@ -95,58 +104,6 @@ async def receive(server: socket.socket, until: str, within_s: float = 30.0) -> 
             data = await loop.sock_recv(server, 4096)
             lines += data.decode().splitlines()
     return lines
-
-
-def daemon_config(path: Path, settings: Settings, keys: Keys, tmp_path: Path, extra: str) -> None:
-    path.write_text(f"""\
-[redis]
-url = "{settings.redis.url}"
-prefix = "{keys.prefix}"
-[prompts]
-sounds_dir = "{tmp_path / "sounds"}"
-cache_dir = "{tmp_path / "tts"}"
-tts = "espeak"
-[dropbox]
-spool = "{tmp_path / "spool"}"
-{extra}
-""")
-
-
-async def start_daemon(config: Path, notify: Path) -> asyncio.subprocess.Process:
-    """``announcer run`` under a pretend systemd; its log goes beside the config."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ANNOUNCER_", "NOTIFY_"))}
-    env |= {"NOTIFY_SOCKET": str(notify), "WATCHDOG_USEC": "1500000"}
-    with config.with_suffix(".log").open("wb") as log:
-        return await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "announcer", "--config", str(config), "run",
-            env=env, stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-
-
-async def stopped(daemon: asyncio.subprocess.Process, config: Path) -> str:
-    """SIGTERM, then its exit status must be 0; its log."""
-    daemon.send_signal(signal.SIGTERM)
-    try:
-        async with asyncio.timeout(20):
-            status = await daemon.wait()
-    finally:
-        if daemon.returncode is None:
-            daemon.kill()
-            await daemon.wait()
-    log = config.with_suffix(".log").read_text(errors="replace")
-    assert status == 0, log
-    assert "Traceback" not in log, log
-    return log
-
-
-async def answers_agi(port: int) -> bool:
-    """Something accepts a connection on 127.0.0.1:``port``."""
-    try:
-        _, writer = await asyncio.open_connection("127.0.0.1", port)
-    except OSError:
-        return False
-    writer.close()
-    return True
 
 
 async def test_sighup_refuses_a_bad_config_and_applies_a_good_one(
@@ -163,24 +120,24 @@ async def test_sighup_refuses_a_bad_config_and_applies_a_good_one(
     first_port, second_port = free_tcp_port(), free_tcp_port()
     config = tmp_path / "announcer.toml"
     daemon_config(config, settings, keys, tmp_path, f"[fastagi]\nport = {first_port}")
-    daemon = await start_daemon(config, path)
+    daemon = await start_daemon(config, notify_env(path))
     try:
         await receive(server, "READY=1")
-        assert await answers_agi(first_port)
+        assert await answers_tcp(first_port)
 
         config.write_text(config.read_text() + "\n[poller]\ndown_after = 0\n")
         daemon.send_signal(signal.SIGHUP)
         refused = await receive(server, "STATUS=configuration refused")
         assert any("[poller] down_after" in line for line in refused), refused
         assert daemon.returncode is None
-        assert await answers_agi(first_port)  # the old configuration still serves
+        assert await answers_tcp(first_port)  # the old configuration still serves
 
         daemon_config(config, settings, keys, tmp_path, f"[fastagi]\nport = {second_port}")
         daemon.send_signal(signal.SIGHUP)
         await receive(server, "RELOADING=1")
         await receive(server, "READY=1")
-        assert await answers_agi(second_port)
-        assert not await answers_agi(first_port)
+        assert await answers_tcp(second_port)
+        assert not await answers_tcp(first_port)
 
     finally:
         log = await stopped(daemon, config)
@@ -202,7 +159,7 @@ async def test_announcer_run_speaks_to_systemd(
     server, path = notify_socket
     config = tmp_path / "announcer.toml"
     daemon_config(config, settings, keys, tmp_path, "[fastagi]\nenabled = false")
-    daemon = await start_daemon(config, path)
+    daemon = await start_daemon(config, notify_env(path))
     try:
         first = await receive(server, "READY=1")
         assert first[0] == "READY=1"
@@ -214,3 +171,80 @@ async def test_announcer_run_speaks_to_systemd(
         assert "STOPPING=1" in await receive(server, "STOPPING=1")
     finally:
         await stopped(daemon, config)
+
+
+async def test_a_part_that_crashes_stops_the_service_non_zero(
+    settings: Settings,
+    redis: Redis,
+    keys: Keys,
+    files: InventoryFiles,
+    tmp_path: Path,
+    notify_socket: tuple[socket.socket, Path],
+) -> None:
+    """Never half-alive: the drop folder cannot work (its spool is a file),
+    so the whole service says which part crashed and exits non-zero, for
+    systemd to restart it."""
+    files.write()
+    assert (await files.load_into(settings, redis, keys)).ok
+    server, path = notify_socket
+    config = tmp_path / "announcer.toml"
+    daemon_config(config, settings, keys, tmp_path, "[fastagi]\nenabled = false")
+    spool = tmp_path / "spool"
+    spool.write_text("not a folder")
+    daemon = await start_daemon(config, notify_env(path))
+    try:
+        said = await receive(server, "STATUS=crashed")
+        async with asyncio.timeout(20):
+            status = await daemon.wait()
+    finally:
+        if daemon.returncode is None:
+            daemon.kill()
+            await daemon.wait()
+    assert status == 1
+    assert any("drop folder" in line for line in said if line.startswith("STATUS=crashed"))
+    log = config.with_suffix(".log").read_text()
+    assert "drop folder crashed; announcer stops rather than run without it" in log
+    assert "Not a directory" in log
+
+
+async def test_sigterm_in_the_middle_of_a_sweep(
+    settings: Settings,
+    redis: Redis,
+    keys: Keys,
+    files: InventoryFiles,
+    tmp_path: Path,
+    notify_socket: tuple[socket.socket, Path],
+) -> None:
+    """A sweep waiting on 200 silent switches is cut short cleanly: exit 0
+    at once, and every state left in Redis is whole."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root for raw ICMP and iptables")
+    if netfilter.missing():
+        pytest.skip(str(netfilter.missing()))
+    switches = [("core", "127.82.0.1", "north", "")]
+    switches += [(f"acc{i}", f"127.82.1.{i}", "north", "core") for i in range(1, 201)]
+    files.write(switches=switches, subscribers=[("89161234567", "acc1")])
+    assert (await files.load_into(settings, redis, keys)).ok
+    server, path = notify_socket
+    config = tmp_path / "announcer.toml"
+    daemon_config(
+        config, settings, keys, tmp_path,
+        "[fastagi]\nenabled = false\n[icmp]\ninterval_s = 1\ntimeout_ms = 3000\n",
+    )  # fmt: skip
+    with netfilter.Firewall() as firewall:
+        firewall.drop_echo_requests(["127.82.1.0/24"])
+        daemon = await start_daemon(config, notify_env(path))
+        try:
+            await receive(server, "READY=1")
+            async with asyncio.timeout(30):  # the first sweep has written its states
+                while True:
+                    if await redis.hlen(keys.state) == len(switches):
+                        break
+                    await asyncio.sleep(0.1)
+            await asyncio.sleep(1.5)  # well inside a sweep that waits 3 s for replies
+        finally:
+            log = await stopped(daemon, config)
+    states = await StateStore(redis, keys).states()
+    assert set(states) == {s for s, *_ in switches}
+    assert all(v["state"] in {s.value for s in State} for v in states.values()), states
+    assert "stopped" in log

@@ -1,4 +1,4 @@
-"""Commands that run the service: run, demo."""
+"""Commands that run the service: run (with its signals and systemd), demo."""
 
 from __future__ import annotations
 
@@ -7,35 +7,36 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from announcer import probes
-from announcer.cli.common import EXIT_OK, fail, settings_of
+from announcer.cli.common import EXIT_FAILED, EXIT_OK, fail, settings_of
 from announcer.config import ConfigError, Settings
-from announcer.dropbox import Dropbox
-from announcer.heard import HeardLog
-from announcer.inventory.store import InventoryStore
+from announcer.daemon import Parts
 from announcer.keys import Keys
-from announcer.lookup import Lookup
-from announcer.pbx.agi import AgiServer
-from announcer.pbx.ami import AstDbSink
-from announcer.pbx.mirror import Mirror, RedisKeysSink, Truth, status_writer
-from announcer.phones import PhoneNormaliser
-from announcer.poller import Poller
-from announcer.prompts.renderer import PromptRenderer
-from announcer.publisher import Publisher
 from announcer.redisconn import connect, unreachable
-from announcer.sdnotify import Beat, Notifier, Watchdog
-from announcer.states import State
+from announcer.sdnotify import Notifier, Watchdog
 
 logger = logging.getLogger(__name__)
 
 
-class _Reload(Exception):
+class _Control(Exception):
+    """A signal's way through the task group: not a crash."""
+
+
+class PartCrashed(Exception):
+    """One part of the service raised: the whole service stops, non-zero."""
+
+    def __init__(self, part: str, cause: Exception) -> None:
+        super().__init__(f"{part}: {type(cause).__name__}: {cause}")
+        self.part = part
+        self.cause = cause
+
+
+class _Reload(_Control):
     """A good new configuration arrived (SIGHUP): start over with it."""
 
     def __init__(self, settings: Settings) -> None:
@@ -43,7 +44,7 @@ class _Reload(Exception):
         self.settings = settings
 
 
-class _Stop(Exception):
+class _Stop(_Control):
     """SIGTERM or SIGINT: stop every part and exit 0."""
 
 
@@ -67,6 +68,7 @@ async def serve(settings: Settings, reload: Callable[[], Settings] | None = None
     try:
         while True:
             stopping = False
+            crashed: list[PartCrashed] = []
             try:
                 return await _serve_once(settings, notifier, stop, hangups, reload, first)
             except* _Reload as group:
@@ -76,6 +78,19 @@ async def serve(settings: Settings, reload: Callable[[], Settings] | None = None
                 logger.info("configuration reloaded: every part restarts with it")
             except* _Stop:
                 stopping = True
+            except* PartCrashed as group:
+                crashed = [e for e in group.exceptions if isinstance(e, PartCrashed)]
+            if crashed:
+                for crash in crashed:
+                    logger.critical(
+                        "%s crashed; announcer stops rather than run without it (systemd"
+                        " restarts it): %s",
+                        crash.part,
+                        crash,
+                        exc_info=crash.cause,
+                    )
+                notifier.status(f"crashed: {crashed[0]}")
+                return EXIT_FAILED
             if stopping:
                 notifier.stopping()
                 logger.info("stopped")
@@ -131,82 +146,40 @@ async def _serve_once(
 ) -> int:
     redis = connect(settings.redis)
     keys = Keys(settings.redis.prefix)
-    probe_map: dict[str, probes.Probe] = {}
+    parts = Parts(redis, keys, settings)
     try:
-        _, switches = await InventoryStore(redis, keys).switches()
-        methods = {r.get("probe", "icmp") for r in switches.values()} or {"icmp"}
-        for name in sorted(probes.needed(methods)):
-            try:
-                probe_map[name] = probes.create(name, settings)
-            except RuntimeError as exc:
-                return fail(str(exc))
-            description = getattr(probe_map[name], "description", None)
-            if description:
-                logger.info("%s", description)
-        renderer = PromptRenderer(settings.prompts, settings.announcements.language)
-        mirrors = make_mirrors(redis, keys, settings)
-        # what the last run reported is stale; a mirror switched off since
-        # must not linger in status
-        await redis.hdel(keys.links, *MIRRORS)
-
-        def wake_mirrors() -> None:
-            for mirror in mirrors:
-                mirror.wake()
-
-        publisher = Publisher(redis, keys, settings, renderer, changed=wake_mirrors)
-        poller = Poller(redis, keys, settings, probe_map, changed=publisher.wake)
-        services = {
-            "poller": poller.run(),
-            "publisher": publisher.run(),
-            "drop folder": Dropbox(redis, keys, settings, published=publisher.wake).run(),
-        }
-        agi = settings.fastagi
-        if agi.enabled:
-            lookup = Lookup(redis, keys, PhoneNormaliser(settings.phones.default_region))
-            server = AgiServer(
-                lookup,
-                agi.host,
-                agi.port,
-                header_timeout_s=agi.header_timeout_s,
-                lookup_timeout_s=agi.lookup_timeout_s,
-                max_sessions=agi.max_sessions,
-                record=HeardLog(redis, keys).record,
-                prompt_path=settings.prompts.for_asterisk,
-            )
-            await server.start()  # a port in use stops the start, before READY
-            services[f"FastAGI on {agi.host}:{agi.port}"] = server.run()
-        for mirror in mirrors:
-            services[mirror.sink.name] = mirror.run()
-        watchdog = Watchdog(
-            [
-                Beat("poller", max(60.0, 6 * settings.icmp.interval_s), lambda: poller.beat),
-                Beat("publisher", 60.0, lambda: publisher.beat),
-            ]
+        try:
+            await parts.assemble()
+        except RuntimeError as exc:
+            return fail(str(exc))
+        services = dict(parts.services)
+        services["systemd notifications"] = lambda: supervise(
+            notifier, parts.watchdog(), parts.describe
         )
-
-        def describe() -> str:
-            down = sum(s.state is not State.UP for s in poller.fleet.states.values())
-            return (
-                f"{len(poller.targets):,} switches watched, {down:,} not up;"
-                f" {publisher.active:,} announcements active"
-            )
-
-        services["systemd notifications"] = supervise(notifier, watchdog, describe)
-        services["signals"] = _await_signals(stop, hangups, reload, notifier)
+        services["signals"] = lambda: _await_signals(stop, hangups, reload, notifier)
         logger.info("announcer is running: %s", ", ".join(services))
         if first:
             notifier.ready("starting: " + ", ".join(services))
         else:
             notifier.send("READY=1", "STATUS=configuration reloaded")
         async with asyncio.TaskGroup() as group:
-            for name, service in services.items():
-                group.create_task(service, name=name)
+            for name, start in services.items():
+                group.create_task(_part(name, start), name=name)
         return EXIT_OK  # every part returned: not reached while they run for ever
     finally:
         with contextlib.suppress(RedisError):
-            for probe in probe_map.values():
-                await probe.close()
+            await parts.close()
             await redis.aclose()
+
+
+async def _part(name: str, start: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """Run one part; its crash is named (a signal's exception goes through)."""
+    try:
+        await start()
+    except _Control:
+        raise
+    except Exception as exc:
+        raise PartCrashed(name, exc) from exc
 
 
 async def supervise(notifier: Notifier, watchdog: Watchdog, describe: Callable[[], str]) -> None:
@@ -229,41 +202,6 @@ async def supervise(notifier: Notifier, watchdog: Watchdog, describe: Callable[[
         was_stuck = stuck
 
 
-#: The mirrors by their field in ``P:links``.
-ASTDB, REDIS_KEYS = "astdb", "redis-keys"
-MIRRORS = (ASTDB, REDIS_KEYS)
-
-
-def make_mirrors(redis: Redis, keys: Keys, settings: Settings) -> list[Mirror]:
-    """The AstDB and Redis-key mirrors the configuration asks for."""
-    truth = Truth(redis, keys, settings.prompts.for_asterisk)
-    lease_s = settings.mirror.lease_s
-    made = []
-    if settings.ami.enabled:
-        ami = settings.ami
-        made.append(
-            Mirror(
-                AstDbSink(ami),
-                truth,
-                lease_s=lease_s,
-                max_writes_per_s=ami.max_writes_per_s,
-                max_backoff_s=ami.max_backoff_s,
-                publish_status=status_writer(redis, keys, ASTDB),
-            )
-        )
-    if settings.mirror.redis_keys:
-        made.append(
-            Mirror(
-                RedisKeysSink(redis, keys, lease_s),
-                truth,
-                lease_s=lease_s,
-                max_writes_per_s=100_000,
-                publish_status=status_writer(redis, keys, REDIS_KEYS),
-            )
-        )
-    return made
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     settings = settings_of(args)
     try:
@@ -272,17 +210,25 @@ def cmd_run(args: argparse.Namespace) -> int:
         return fail(unreachable(settings.redis, exc))
 
 
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return int(text)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from announcer import demo  # noqa: PLC0415  (only the demo needs it)
 
-    return demo.run(args.inventory, args.redis_url)
+    return demo.run(args.inventory, args.redis_url, args.scenes)
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     r = sub.add_parser("run", help="the service: poll the switches, publish announcements")
     r.set_defaults(func=cmd_run)
 
-    d = sub.add_parser("demo", help="a private Redis, the sample inventory and a few lookups")
+    d = sub.add_parser(
+        "demo", help="the daemon live on the sample city's simulated switches, until Ctrl-C"
+    )
     d.add_argument(
         "--inventory",
         type=Path,
@@ -290,4 +236,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="folder with districts.csv, switches.csv, subscribers.csv",
     )
     d.add_argument("--redis-url", help="use this Redis instead of a private one")
+    d.add_argument(
+        "--scenes",
+        type=_positive,
+        metavar="N",
+        help="stop after N scenes (default: until Ctrl-C)",
+    )
     d.set_defaults(func=cmd_demo)

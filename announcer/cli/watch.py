@@ -61,6 +61,28 @@ def render_status(data: dict[str, Any]) -> str:
         )
     for link in data.get("links", {}).values():
         out.append(_render_link(link, now))
+    prompts = data.get("prompts", {})
+    if prompts.get("fragment"):
+        out.append(
+            "Prompts: could not be rendered, a shipped fragment plays instead (see the log;"
+            " check the sounds folder's free space and permissions, and espeak-ng or gTTS): "
+            + ", ".join(prompts["fragment"])
+        )
+    if prompts.get("silent"):
+        out.append(
+            "Prompts: NOTHING plays for these, the sounds folder cannot be written"
+            " (check its free space and permissions): " + ", ".join(prompts["silent"])
+        )
+    cluster = data.get("cluster")
+    if cluster:
+        members = ", ".join(
+            f"{name}{' (leader)' if name == cluster['leader'] else ''}"
+            f"{'' if count is None else f': {count:,} switches'}"
+            for name, count in cluster["members"].items()
+        )
+        out.append(f"Instances: {members}")
+        if cluster["leader"] is None:
+            out.append("  no leader at the moment: nothing is published until one takes over")
     return "\n".join(out)
 
 
