@@ -41,6 +41,8 @@ logger = logging.getLogger(__name__)
 
 GTTS_RETRY_S = 300.0
 MAX_SPEECH_S = 300.0
+#: What the installed name of every shipped fragment starts with.
+FRAGMENT_PREFIX = "fragment-"
 
 
 @dataclass(frozen=True)
@@ -217,7 +219,7 @@ class PromptRenderer:
         with fragments.fragment_file(self.language, source) as shipped:
             data = await asyncio.to_thread(shipped.read_bytes)
             digest = hashlib.sha256(data).hexdigest()[:12]
-            name = f"fragment-{self.language}-{fragments.FRAGMENTS[source]}-{digest}"
+            name = f"{FRAGMENT_PREFIX}{self.language}-{fragments.FRAGMENTS[source]}-{digest}"
             if not audio.is_installed(self.sounds_dir, name):
                 done = await audio.install_recording(
                     shipped, self.sounds_dir, name, fragments.MAX_FRAGMENT_S
@@ -225,3 +227,8 @@ class PromptRenderer:
                 if isinstance(done, audio.AudioProblem):
                     raise RuntimeError(f"shipped fragment {shipped} is unusable: {done.reason}")
         return audio.sound_path(self.sounds_dir, name)
+
+
+def is_fragment(prompt: str) -> bool:
+    """Is ``prompt`` a shipped fragment standing in for a rendered prompt?"""
+    return Path(prompt).name.startswith(FRAGMENT_PREFIX)
