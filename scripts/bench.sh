@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 bash scripts/system-packages.sh redis-server iptables iproute2 snmpd fping gcc libsnmp-dev ffmpeg espeak-ng
 . scripts/venv.sh
 
-for bench in inventory_import lookup icmp_sweep snmp_rate detection drop_to_live mass_outage fastagi dialplan_delay astdb_mirror; do
+for bench in inventory_import lookup icmp_sweep snmp_rate detection end_to_end drop_to_live mass_outage fastagi dialplan_delay astdb_mirror resources failover; do
     echo "== bench.$bench"
     .venv/bin/python -m "bench.$bench"
     echo
