@@ -45,7 +45,7 @@ from typing import Protocol
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from announcer.cancel import raise_if_cancelled
+from announcer.cancel import pause, raise_if_cancelled
 from announcer.inventory.store import InventoryStore
 from announcer.keys import Keys
 
@@ -233,7 +233,7 @@ class Mirror:
                 # the rate limit: batch k may start no earlier than k / rate
                 ahead = done / self.max_writes_per_s - (time.monotonic() - started)
                 if ahead > 0:
-                    await asyncio.sleep(ahead)
+                    await pause(ahead)
                 if self._wake.is_set():
                     return False
         await self._vouch_if_due(now, force=reconciled)
@@ -278,7 +278,7 @@ class Mirror:
                     self.applied = None
                     self._down(exc)
                     await self.sink.close()
-                    await asyncio.sleep(backoff)
+                    await pause(backoff)
                     backoff = min(backoff * 2, self.max_backoff_s)
         finally:
             await self.sink.close()
