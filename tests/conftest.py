@@ -14,6 +14,7 @@ from redis.asyncio import Redis
 
 from announcer.announcements import Announcement
 from announcer.config import RedisSettings, Settings
+from announcer.demo import firewall as netfilter
 from announcer.inventory.csv_source import read_table
 from announcer.inventory.importer import ImportResult, run_import
 from announcer.inventory.model import Table
@@ -122,6 +123,21 @@ async def announce(redis: Redis, keys: Keys, settings: Settings, request: StaffR
     assert isinstance(made, Announcement), made
     await Publisher(redis, keys, settings, None).publish_once()
     return made.id
+
+
+@pytest.fixture
+def firewall() -> Iterator[netfilter.Firewall]:
+    """Chains of the test's own for iptables, removed afterwards; skipped
+    without root, and a failure in CI, where iptables must work."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root for raw ICMP and iptables")
+    reason = netfilter.missing()
+    if reason:
+        if os.environ.get("CI"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    with netfilter.Firewall() as fw:
+        yield fw
 
 
 @pytest.fixture

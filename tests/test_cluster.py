@@ -9,7 +9,7 @@ import contextlib
 import json
 import os
 import signal
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -139,19 +139,6 @@ async def test_pollers_split_the_switches_and_probe_their_uplinks(
         for switch in poller.owned or ():
             assert set(ancestors(switch, PARENTS)) <= set(poller.targets)
     assert await shares_of(redis, keys) == dict(zip("abc", shares, strict=True))
-
-
-@pytest.fixture
-def firewall() -> Iterator[netfilter.Firewall]:
-    if os.geteuid() != 0:
-        pytest.skip("needs root for raw ICMP and iptables")
-    reason = netfilter.missing()
-    if reason:
-        if os.environ.get("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
-    with netfilter.Firewall() as fw:
-        yield fw
 
 
 async def test_a_switch_taken_over_keeps_its_outage(

@@ -194,19 +194,6 @@ def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
 
 
 @pytest.fixture
-def firewall() -> Iterator[netfilter.Firewall]:
-    if os.geteuid() != 0:
-        pytest.skip("needs root for raw ICMP and iptables")
-    reason = netfilter.missing()
-    if reason:
-        if os.environ.get("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
-    with netfilter.Firewall() as fw:
-        yield fw
-
-
-@pytest.fixture
 async def on_own_redis(own_redis: OwnRedis, keys: Keys) -> AsyncIterator[tuple[Settings, Redis]]:
     settings = Settings(redis=RedisSettings(url=own_redis.url, prefix=keys.prefix))
     client = connect(settings.redis)

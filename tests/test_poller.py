@@ -10,7 +10,7 @@ import asyncio
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -33,19 +33,6 @@ CITY = (
     ("south1", "127.78.2.1", "south", "core"),
 )
 BEHIND_AGG = ["127.78.0.2", "127.78.1.0/24"]
-
-
-@pytest.fixture
-def firewall() -> Iterator[netfilter.Firewall]:
-    if os.geteuid() != 0:
-        pytest.skip("needs root for raw ICMP and iptables")
-    reason = netfilter.missing()
-    if reason:
-        if os.environ.get("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
-    with netfilter.Firewall() as fw:
-        yield fw
 
 
 @pytest.fixture

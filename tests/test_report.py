@@ -11,10 +11,8 @@ import asyncio
 import csv
 import io
 import json
-import os
 import re
 import time
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -245,19 +243,6 @@ def publisher(settings: Settings, redis: Redis, keys: Keys, tmp_path: Path) -> P
     )
     renderer = PromptRenderer(prompts, settings.announcements.language)
     return Publisher(redis, keys, settings, renderer)
-
-
-@pytest.fixture
-def firewall() -> Iterator[netfilter.Firewall]:
-    if os.geteuid() != 0:
-        pytest.skip("needs root for raw ICMP and iptables")
-    reason = netfilter.missing()
-    if reason:
-        if os.environ.get("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
-    with netfilter.Firewall() as fw:
-        yield fw
 
 
 def table_row(table: str, ident: str) -> list[str]:
