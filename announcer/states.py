@@ -278,6 +278,8 @@ class Fleet:
                 silent = track.silent_since if track is not None else None
                 changes.append(Change(switch, old, state, reason, root, now, silent))
         self.states = new_states
+        # tracks may have been handed in whole (a new inventory, a new share)
+        self._flapping = {s for s, t in self.tracks.items() if t.flapping_since is not None}
         return changes, recheck
 
     def suspects(self) -> list[str]:

@@ -7,6 +7,7 @@ folder, and the real lookup script.
 from __future__ import annotations
 
 import json
+import time
 import wave
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from announcer.publisher import Publisher
 from announcer.staff import StaffRequest, publish
 from announcer.states import State, SwitchState
 from announcer.store import StateStore
-from tests.conftest import InventoryFiles
+from tests.conftest import InventoryFiles, announce
 
 CITY = (
     ("core", "127.0.0.10", "north", ""),
@@ -197,3 +198,26 @@ async def test_active_set_is_stored_with_its_index(
     record = json.loads(await redis.hget(keys.active, "auto-switch-n3") or "{}")
     assert record["source"] == "auto"
     assert await redis.get(keys.active_global) is None
+
+
+async def test_a_quiet_publisher_still_sees_the_next_change_and_each_expiry(
+    city: Settings, redis: Redis, keys: Keys
+) -> None:
+    """Nothing is evaluated again while nothing changes; but a state written
+    by the poller, and an expiry falling due, are seen at once."""
+    p = publisher(redis, keys, city)
+    await set_states(redis, keys, n1=State.UP, s1=State.UP)
+    assert (await p.publish_once()).active == []
+    quiet = await p.publish_once()
+    assert await p.publish_once() is quiet  # the same answer, not evaluated again
+
+    await set_states(redis, keys, n1=State.DOWN)
+    [outage] = (await p.publish_once()).active
+    assert outage.id == "auto-switch-n1"
+
+    made = await announce(
+        redis, keys, city, StaffRequest(districts=("south",), text="Работы.", ttl_s=60)
+    )
+    now = time.time()
+    assert made in {a.id for a in (await p.publish_once(now)).active}
+    assert made not in {a.id for a in (await p.publish_once(now + 61)).active}

@@ -226,3 +226,15 @@ def test_the_first_miss_of_an_outage_is_kept_until_an_answer() -> None:
         seen += [(c.new, c.at, c.silent_since) for c in changes]
     assert seen[-1] == (State.UP, 30, None)
     assert fleet.tracks["sw"].silent_since is None
+
+
+def test_a_flapping_switch_handed_to_a_new_fleet_still_settles() -> None:
+    """A new inventory or a new share hands the tracks over whole; a switch
+    held as flapping must still settle once quiet, probed or not."""
+    flapping = Track(verdict=State.UP, flapping_since=0.0, changes=(0.0,))
+    fleet = Fleet({"sw": None}, RULES)
+    fleet.tracks = {"sw": flapping}
+    assert fleet.resolve(10.0)[0][0].new is State.FLAPPING
+    assert fleet.resolve(20.0) == ([], [])  # nothing new meanwhile
+    changes, _ = fleet.resolve(RULES.flap_quiet_s + 1)
+    assert [(c.old, c.new) for c in changes] == [(State.FLAPPING, State.UP)]
