@@ -169,6 +169,8 @@ class Poller:
         self.owned = owned
         gone = await self.store.forget(parents)
         if self.cluster is not None and owned is not None:
+            # what this instance wrote of a switch that was away may be stale
+            self.store.forget_written()
             await self.cluster.publish_share(owned)
             logger.info(
                 "following inventory generation %s: %d of %d switches are this instance's"
