@@ -166,15 +166,17 @@ class Parts:
             await probe.close()
 
 
-async def start_fastagi(redis: Redis, keys: Keys, settings: Settings) -> AgiServer:
+async def start_fastagi(
+    redis: Redis, keys: Keys, settings: Settings, port: int | None = None
+) -> AgiServer:
     """The FastAGI server, listening: a port in use stops the start, before
-    READY."""
+    READY. ``port`` overrides ``[fastagi] port`` (0: any free one)."""
     agi = settings.fastagi
     lookup = Lookup(redis, keys, PhoneNormaliser(settings.phones.default_region))
     server = AgiServer(
         lookup,
         agi.host,
-        agi.port,
+        agi.port if port is None else port,
         header_timeout_s=agi.header_timeout_s,
         lookup_timeout_s=agi.lookup_timeout_s,
         max_sessions=agi.max_sessions,

@@ -29,42 +29,20 @@ from announcer.private_redis import PrivateRedis
 from announcer.redisconn import connect
 from announcer.staff import StaffRequest, publish
 from bench.common import PREFIX, load_average, machine_lines, percentile, table, verdict
+from tests.daemon import daemon_config, start_daemon
 
 NAMES = ("first", "second")
 SWITCHES = (("core", "127.81.0.1", "north", ""), ("acc", "127.81.0.2", "north", "core"))
 
 
-def _config(folder: Path, url: str, name: str) -> Path:
+def _config(folder: Path, settings: Settings, name: str) -> Path:
+    """An instance's configuration: the shared Redis, its own folders, the
+    cluster on with its default timings."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "announcer.toml"
-    path.write_text(f"""\
-[redis]
-url = "{url}"
-prefix = "{PREFIX}"
-[prompts]
-sounds_dir = "{folder / "sounds"}"
-cache_dir = "{folder / "tts"}"
-tts = "espeak"
-[dropbox]
-spool = "{folder / "spool"}"
-[fastagi]
-enabled = false
-[metrics]
-enabled = false
-[cluster]
-enabled = true
-instance = "{name}"
-""")
+    extra = f'[fastagi]\nenabled = false\n[cluster]\nenabled = true\ninstance = "{name}"\n'
+    daemon_config(path, settings, Keys(PREFIX), folder, extra)
     return path
-
-
-async def _start(config: Path) -> asyncio.subprocess.Process:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ANNOUNCER_", "NOTIFY_"))}
-    with config.with_suffix(".log").open("ab") as log:
-        return await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "announcer", "--config", str(config), "run",
-            env=env, stdout=log, stderr=asyncio.subprocess.STDOUT,
-        )  # fmt: skip
 
 
 async def _import(config: Path, folder: Path) -> None:
@@ -116,9 +94,9 @@ async def bench(url: str, trials: int, folder: Path) -> list[str]:
     keys = Keys(PREFIX)
     settings = Settings(redis=RedisSettings(url=url, prefix=PREFIX))
     lease_s = ClusterSettings().lease_s
-    configs = {name: _config(folder / name, url, name) for name in NAMES}
+    configs = {name: _config(folder / name, settings, name) for name in NAMES}
     await _import(configs[NAMES[0]], folder)
-    running = {name: await _start(configs[name]) for name in NAMES}
+    running = {name: await start_daemon(configs[name]) for name in NAMES}
     redis = connect(settings.redis)
     alive: list[float] = []
     failover: list[float] = []
@@ -136,7 +114,7 @@ async def bench(url: str, trials: int, folder: Path) -> list[str]:
                 f" {spent:.2f} s",
                 flush=True,
             )
-            running[leader] = await _start(configs[leader])
+            running[leader] = await start_daemon(configs[leader])
     finally:
         for process in running.values():
             if process.returncode is None:

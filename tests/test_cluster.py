@@ -209,8 +209,6 @@ async def instances(
                 f"""
 [fastagi]
 enabled = false
-[metrics]
-enabled = false
 [icmp]
 interval_s = 1
 timeout_ms = 300

@@ -8,7 +8,6 @@ import asyncio
 import json
 import os
 import subprocess
-import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,12 +22,12 @@ from announcer.config import PromptSettings, RedisSettings, Settings
 from announcer.demo import firewall as netfilter
 from announcer.keys import Keys
 from announcer.metrics import Metrics
-from announcer.private_redis import find_server
 from announcer.prompts.renderer import PromptRenderer, is_fragment
 from announcer.publisher import Publisher
 from announcer.redisconn import connect
 from announcer.staff import StaffRequest
 from announcer.store import StateStore
+from tests import redis_server
 from tests.asterisk.sandbox import free_tcp_port
 from tests.conftest import InventoryFiles, announce
 from tests.daemon import daemon_config, start_daemon, stopped
@@ -155,34 +154,18 @@ class OwnRedis:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
-        binary = find_server()
-        assert binary is not None
-        self.process = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.folder),
-             "--appendonly", "yes", "--appendfsync", "always", "--save", ""],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                with sync_redis.Redis(port=self.port, socket_timeout=1) as client:
-                    client.ping()
-                return
-            except sync_redis.ConnectionError:
-                assert time.monotonic() < deadline, "redis-server did not start"
-                time.sleep(0.05)
+        args = ["--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.folder)]
+        args += ["--appendonly", "yes", "--appendfsync", "always", "--save", ""]
+        self.process = redis_server.spawn(args, self.port)
 
     def stop(self) -> None:
         if self.process is not None:
-            self.process.terminate()
-            self.process.wait(timeout=10)
+            redis_server.stop(self.process)
             self.process = None
 
 
 @pytest.fixture
 def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
-    if find_server() is None:
-        pytest.skip("needs redis-server (Debian package redis-server)")
     folder = tmp_path / "redis"
     folder.mkdir()
     server = OwnRedis(folder, free_tcp_port())
@@ -232,7 +215,7 @@ async def test_redis_restarted_under_the_daemon(
     config = tmp_path / "announcer.toml"
     daemon_config(
         config, settings, keys, tmp_path,
-        f"[fastagi]\nport = {agi_port}\n[metrics]\nenabled = false\n"
+        f"[fastagi]\nport = {agi_port}\n"
         "[icmp]\ninterval_s = 1\ntimeout_ms = 300\n",
     )  # fmt: skip
     daemon = await start_daemon(config)

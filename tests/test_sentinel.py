@@ -6,20 +6,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import redis as sync_redis
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from announcer.config import ConfigError, RedisSettings, SentinelUrl, parse
 from announcer.keys import Keys
-from announcer.private_redis import find_server
 from announcer.redisconn import connect
+from tests import redis_server
 from tests.asterisk.sandbox import free_tcp_port
 
 
@@ -30,26 +28,9 @@ class Servers:
     sentinel: int
 
 
-def _start(args: list[str], port: int, procs: list[subprocess.Popen[bytes]]) -> None:
-    procs.append(subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            with sync_redis.Redis(port=port, socket_timeout=1) as client:
-                client.ping()
-            return
-        except RedisConnectionError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
-
-
 @pytest.fixture
 def servers(tmp_path: Path) -> Iterator[Servers]:
     """A master, its replica and one sentinel watching them, on loopback."""
-    binary = find_server()
-    if binary is None:
-        pytest.skip("needs redis-server (Debian package redis-server)")
     ports = Servers(free_tcp_port(), free_tcp_port(), free_tcp_port())
     procs: list[subprocess.Popen[bytes]] = []
     common = ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(tmp_path)]
@@ -61,24 +42,21 @@ def servers(tmp_path: Path) -> Iterator[Servers]:
         "sentinel failover-timeout announcer 5000\n"
     )
     try:
-        _start([binary, "--port", str(ports.master), *common], ports.master, procs)
-        _start(
-            [binary, "--port", str(ports.replica), *common,
-             "--replicaof", "127.0.0.1", str(ports.master)],
-            ports.replica,
-            procs,
-        )  # fmt: skip
-        _start([binary, str(conf), "--sentinel"], ports.sentinel, procs)
+        procs.append(redis_server.spawn(["--port", str(ports.master), *common], ports.master))
+        replica = [
+            "--port",
+            str(ports.replica),
+            *common,
+            "--replicaof",
+            "127.0.0.1",
+            str(ports.master),
+        ]
+        procs.append(redis_server.spawn(replica, ports.replica))
+        procs.append(redis_server.spawn([str(conf), "--sentinel"], ports.sentinel))
         yield ports
     finally:
         for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            redis_server.stop(proc)
 
 
 def test_a_sentinel_url_is_read_whole() -> None:

@@ -32,11 +32,10 @@ import pytest
 from redis.asyncio import Redis
 
 from announcer.config import PromptSettings, RedisSettings, Settings
+from announcer.daemon import start_fastagi
 from announcer.heard import HeardLog
 from announcer.keys import Keys
-from announcer.lookup import Lookup
 from announcer.pbx.agi import AgiServer
-from announcer.phones import PhoneNormaliser
 from announcer.redisconn import connect
 from announcer.staff import StaffRequest
 from tests.asterisk.ami import Ami, Call
@@ -187,18 +186,7 @@ async def north(city: Settings, redis: Redis, keys: Keys, pbx: Asterisk) -> tupl
 @contextlib.asynccontextmanager
 async def fastagi(settings: Settings, redis: Redis, keys: Keys) -> AsyncIterator[AgiServer]:
     """announcer's FastAGI server wired as ``announcer run`` wires it, on a free port."""
-    agi = settings.fastagi
-    server = AgiServer(
-        Lookup(redis, keys, PhoneNormaliser(settings.phones.default_region)),
-        "127.0.0.1",
-        0,
-        header_timeout_s=agi.header_timeout_s,
-        lookup_timeout_s=agi.lookup_timeout_s,
-        max_sessions=agi.max_sessions,
-        record=HeardLog(redis, keys).record,
-        prompt_path=settings.prompts.for_asterisk,
-    )
-    await server.start()
+    server = await start_fastagi(redis, keys, settings, port=0)
     task = asyncio.create_task(server.run())
     try:
         yield server
