@@ -236,13 +236,16 @@ class Cluster:
                     self._follow("the lease could not be renewed in time")
                 await pause(interval)
         finally:
-            if self.leading.is_set():
-                self.leading.clear()
-                try:
-                    async with asyncio.timeout(2):
-                        await self._resign(keys=[self.keys.cluster_leader], args=[self.instance])
-                except (RedisError, TimeoutError):
-                    pass
+            # give the lease up even when this instance had stepped down: a
+            # renewal still in flight when Redis stalled may have kept it in
+            # this instance's name, and the next leader would wait it out
+            self.leading.clear()
+            self.following.set()
+            try:
+                async with asyncio.timeout(2):
+                    await self._resign(keys=[self.keys.cluster_leader], args=[self.instance])
+            except (RedisError, TimeoutError):
+                pass
             try:
                 async with asyncio.timeout(2):
                     await self.redis.zrem(self.keys.cluster_members, self.instance)
