@@ -72,6 +72,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from announcer.announcements import new_id
+from announcer.cancel import raise_if_cancelled
 from announcer.config import Settings
 from announcer.intake import Drop, Intake, Outcome, fault
 from announcer.keys import Keys
@@ -147,6 +148,7 @@ class Dropbox:
         inotify, pump = self._watch()
         try:
             while True:
+                raise_if_cancelled()
                 try:
                     await self.scan_once()
                 except Exception:
@@ -216,6 +218,7 @@ class Dropbox:
         return Mask.MODIFY not in mask
 
     async def _sleep(self, seconds: float) -> None:
+        raise_if_cancelled()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(seconds):
                 await self._wake.wait()
