@@ -27,7 +27,7 @@ from announcer.inventory.store import InventoryStore
 from announcer.keys import Keys
 from announcer.lookup import Lookup
 from announcer.metrics import Metrics
-from announcer.notify.service import Notifications
+from announcer.notify.service import REDIS_LINK, Notifications
 from announcer.pbx.agi import AgiServer
 from announcer.pbx.ami import AstDbSink
 from announcer.pbx.mirror import LinkStatus, Mirror, RedisKeysSink, Truth, status_writer
@@ -217,19 +217,21 @@ def make_mirrors(
     redis: Redis,
     keys: Keys,
     settings: Settings,
-    link_changed: Callable[[str, bool, str], None] | None = None,
+    link_changed: Callable[[str, bool, str, str], None] | None = None,
 ) -> list[Mirror]:
     """The AstDB and Redis-key mirrors the configuration asks for;
-    ``link_changed`` (notifications) hears whenever one goes down or up."""
+    ``link_changed`` (notifications) hears whenever one goes down or up.
+    The Redis-key mirror's link is Redis itself, so it is told as one of
+    Redis's observers: one outage of Redis is one message."""
     truth = Truth(redis, keys, settings.prompts.for_asterisk)
 
-    def status(field_name: str, link: str) -> Callable[[LinkStatus], object]:
+    def status(field_name: str, link: str, seen_by: str = "") -> Callable[[LinkStatus], object]:
         write = status_writer(redis, keys, field_name)
         if link_changed is None:
             return write
 
         def publish(state: LinkStatus) -> object:
-            link_changed(link, state.state != "down", state.detail)
+            link_changed(link, state.state != "down", state.detail, seen_by)
             return write(state)
 
         return publish
@@ -256,7 +258,7 @@ def make_mirrors(
                 truth,
                 lease_s=lease_s,
                 max_writes_per_s=100_000,
-                publish_status=status(REDIS_KEYS, RedisKeysSink.name),
+                publish_status=status(REDIS_KEYS, REDIS_LINK, RedisKeysSink.name),
             )
         )
     return made

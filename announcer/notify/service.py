@@ -58,6 +58,8 @@ logger = logging.getLogger(__name__)
 
 #: The link ``link_changed`` is told about when the event stream cannot be read.
 REDIS_LINK = "Redis"
+#: The observer of ``REDIS_LINK`` that is this service reading the stream.
+EVENT_READER = "the event stream"
 #: Entries read from the stream at once.
 BATCH = 500
 FIRST_BACKOFF_S = 1.0
@@ -127,7 +129,8 @@ class Notifications:
         self._save_lock = asyncio.Lock()
         self._unsaved = False
         """the cursor in Redis is behind: a save failed"""
-        self._links: dict[str, bool] = {}
+        self._links: dict[str, dict[str, bool]] = {}
+        """link -> observer -> up"""
         self._redis_up = True
         self._inventory = InventoryStore(redis, keys)
         self._states = StateStore(redis, keys)
@@ -146,13 +149,17 @@ class Notifications:
 
     # in-process events ----------------------------------------------------------
 
-    def link_changed(self, name: str, up: bool, reason: str = "") -> None:
-        """A link (AMI, a mirror, Redis) is up or down; repeated states are
-        ignored, so a caller may say it at every status update."""
-        if self._links.get(name, True) == up:
-            self._links[name] = up
+    def link_changed(self, name: str, up: bool, reason: str = "", seen_by: str = "") -> None:
+        """A link (AMI, a mirror, Redis) is up or down, as ``seen_by`` one of
+        its observers: Redis is watched both by this service's reading of the
+        event stream and by the Redis-key mirror. The link is down while any
+        observer says so, and only a change of that makes a message, so a
+        caller may say it at every status update."""
+        seen = self._links.setdefault(name, {})
+        was_up = all(seen.values())
+        seen[seen_by] = up
+        if all(seen.values()) == was_up:
             return
-        self._links[name] = up
         self._debouncer.add(link_event(name, up, reason, time.time()), time.monotonic())
         self._wake.set()
 
@@ -256,13 +263,13 @@ class Notifications:
                 " then nothing is lost: check that Redis runs",
                 exc,
             )
-            self.link_changed(REDIS_LINK, False, str(exc) or type(exc).__name__)
+            self.link_changed(REDIS_LINK, False, str(exc) or type(exc).__name__, EVENT_READER)
 
     def _redis_back(self) -> None:
         if not self._redis_up:
             self._redis_up = True
             logger.warning("notifications read the event stream again")
-            self.link_changed(REDIS_LINK, True)
+            self.link_changed(REDIS_LINK, True, seen_by=EVENT_READER)
 
     async def _save(self) -> None:
         """The cursor: the last entry read, and the entries not yet notified."""

@@ -335,3 +335,41 @@ async def test_redis_lost_and_regained_is_told_without_redis(
     assert lost["title"] == "Link lost: Redis"
     assert "cannot publish announcements" in lost["message"]
     assert back["title"] == "Link back: Redis"
+
+
+async def test_redis_lost_under_the_redis_key_mirror_too_is_one_message(
+    city: Settings, redis: Redis, keys: Keys, hooks: Hooks, redis_url: str
+) -> None:
+    """The Redis-key mirror notices the same outage on its own: the NOC
+    still hears of it once, and of its end once."""
+    door = RedisProxy(redis_url)
+    await door.open()
+    settings = with_subscribers(city, subscriber("noc", webhooks=[hooks.url("/noc")]))
+    through = settings.redis.model_copy(update={"url": door.url, "timeout_ms": 500})
+    mirror_settings = settings.mirror.model_copy(update={"redis_keys": True, "lease_s": 2})
+    settings = settings.model_copy(update={"redis": through, "mirror": mirror_settings})
+    client = connect(through)
+    service = Notifications(client, keys, settings)
+    [mirror] = make_mirrors(client, keys, settings, link_changed=service.link_changed)
+    mirror_task = asyncio.create_task(mirror.run())
+    try:
+        async with running(service):
+            await reading(service, redis, keys)
+            await eventually(lambda: mirror.status.state == "up", "the mirror to sync")
+            await door.shut()
+            # both notice: the mirror, and the service reading the event stream
+            await eventually(lambda: mirror.status.state == "down", "the mirror to lose Redis")
+            await eventually(lambda: not service._redis_up, "the stream reader to lose Redis")
+            await eventually(lambda: len(hooks.posts) >= 1, "Redis to be reported lost")
+            await eventually(lambda: service.held == service.pending == 0, "quiet")
+            assert len(hooks.posts) == 1
+            await door.open()
+            await eventually(lambda: mirror.status.state == "up", "the mirror to sync again")
+            await eventually(lambda: service._redis_up, "the stream reader to read again")
+            await eventually(lambda: len(hooks.posts) >= 2, "Redis to be reported back")
+            await eventually(lambda: service.held == service.pending == 0, "quiet")
+    finally:
+        await stopped(mirror_task)
+        await door.shut()
+        await client.aclose()
+    assert [post["title"] for post in hooks.to("/noc")] == ["Link lost: Redis", "Link back: Redis"]
