@@ -1,4 +1,4 @@
-"""Prometheus metrics: ``GET /metrics`` on a small HTTP server of the daemon's loop.
+"""Prometheus metrics: what ``GET /metrics`` shows (``metrics_http`` serves it).
 
 What every instance shares is read from Redis at scrape time (at most once
 a second, within ``REFRESH_TIMEOUT_S``): switch states, the poller's last
@@ -6,13 +6,7 @@ sweep, the active announcements, the mirrors' links, the calls heard. What
 belongs to this process is read from its objects: the FastAGI server's
 counters and the drop folder's. When Redis does not answer, the endpoint
 still does: ``announcer_redis_up 0``, and the figures read from Redis are
-left out rather than shown stale.
-
-The server answers one request per connection and closes it. A request must
-arrive whole within ``REQUEST_TIMEOUT_S`` and ``MAX_REQUEST_BYTES``, and the
-answer be taken within the same time; past either, the client is dropped
-(one that sends something other than HTTP is told 400 first). At most
-``MAX_CLIENTS`` are served at once. Each ``Metrics`` has its own registry,
+left out rather than shown stale. Each ``Metrics`` has its own registry,
 never prometheus_client's global one.
 
 Metric names are listed in the README ("Statistics and metrics").
@@ -42,6 +36,7 @@ from announcer.announcements import Scope, Source
 from announcer.dropbox import Dropbox
 from announcer.inventory.store import InventoryStore
 from announcer.keys import Keys
+from announcer.metrics_http import REQUEST_TIMEOUT_S, MetricsHttp
 from announcer.pbx.agi import AgiServer
 from announcer.pbx.mirror import link_states
 from announcer.prompts.renderer import is_fragment
@@ -50,11 +45,6 @@ from announcer.store import StateStore
 
 logger = logging.getLogger(__name__)
 
-#: The text format every Prometheus reads.
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-MAX_REQUEST_BYTES = 8192
-REQUEST_TIMEOUT_S = 5.0
-MAX_CLIENTS = 32
 #: Reading Redis for one scrape takes at most this long; then redis_up is 0.
 REFRESH_TIMEOUT_S = 3.0
 #: Scrapes within this long of a reading share it.
@@ -62,7 +52,6 @@ FRESH_S = 1.0
 
 _STATES = tuple(s.value for s in State)
 _LINK_STATES = ("starting", "up", "syncing", "down")
-_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed"}
 
 
 @dataclass
@@ -113,10 +102,7 @@ class Metrics:
     ) -> None:
         self.redis = redis
         self.fresh_s = fresh_s
-        self.request_timeout_s = request_timeout_s
         self.keys = keys
-        self.host = host
-        self.port = port
         self.agi = agi
         self.dropbox = dropbox
         self.registry = CollectorRegistry()
@@ -127,47 +113,26 @@ class Metrics:
         self._lock = asyncio.Lock()
         self._inventory = InventoryStore(redis, keys)
         self._districts: tuple[int | None, dict[str, str]] = (None, {})
-        self._server: asyncio.Server | None = None
-        self._clients: set[asyncio.Task[object]] = set()
+        self._http = MetricsHttp(self.exposition, host, port, request_timeout_s)
 
     # life cycle ---------------------------------------------------------------
 
+    @property
+    def port(self) -> int:
+        """The port listened on (the one chosen once started, when asked for 0)."""
+        return self._http.port
+
     async def start(self) -> int:
-        """Listen; return the port (the one chosen when constructed with 0).
-        RuntimeError says which setting to change when the port is taken."""
-        if self._server is None:
-            try:
-                self._server = await asyncio.start_server(
-                    self._client, self.host, self.port, limit=MAX_REQUEST_BYTES
-                )
-            except OSError as exc:
-                raise RuntimeError(
-                    f"cannot serve metrics on {self.host}:{self.port}"
-                    f" ({exc.strerror or exc}): set [metrics] port to a free port and host to"
-                    " an address of this machine, or [metrics] enabled = false"
-                ) from None
-            self.port = int(self._server.sockets[0].getsockname()[1])
-            logger.info("metrics on http://%s:%d/metrics", self.host, self.port)
-        return self.port
+        """Listen; return the port. RuntimeError says which setting to change
+        when the port is taken."""
+        return await self._http.start()
 
     async def run(self) -> None:
         """Serve until cancelled; then stop listening and drop the clients."""
-        await self.start()
-        assert self._server is not None
-        try:
-            await self._server.serve_forever()
-        finally:
-            await self.close()
+        await self._http.run()
 
     async def close(self) -> None:
-        server, self._server = self._server, None
-        if server is not None:
-            server.close()
-        for task in list(self._clients):
-            task.cancel()
-        await asyncio.gather(*self._clients, return_exceptions=True)
-        if server is not None:
-            await server.wait_closed()
+        await self._http.close()
 
     # the figures --------------------------------------------------------------
 
@@ -246,59 +211,6 @@ class Metrics:
             return 0
         added = info.get("entries-added")  # Redis 7 and later; before, what is kept
         return int(added if added is not None else info.get("length", 0))
-
-    # serving ------------------------------------------------------------------
-
-    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        if len(self._clients) >= MAX_CLIENTS:
-            writer.transport.abort()
-            return
-        self._clients.add(task)
-        try:
-            async with asyncio.timeout(self.request_timeout_s):
-                head = await reader.readuntil(b"\r\n\r\n")
-            status, body, extra = await self._answer(head)  # Redis read within its own limit
-            headers = [
-                f"HTTP/1.1 {status} {_REASONS[status]}",
-                f"Content-Type: {CONTENT_TYPE if status == 200 else 'text/plain'}",
-                f"Content-Length: {len(body)}",
-                "Connection: close",
-                *extra,
-            ]
-            if head.startswith(b"HEAD "):
-                body = b""
-            writer.write(("\r\n".join(headers) + "\r\n\r\n").encode("latin-1") + body)
-            async with asyncio.timeout(self.request_timeout_s):
-                await writer.drain()
-            writer.close()
-        except (
-            TimeoutError,
-            ConnectionError,
-            asyncio.IncompleteReadError,
-            asyncio.LimitOverrunError,
-        ) as exc:
-            logger.debug("metrics: dropped a client: %r", exc)
-        except Exception:
-            logger.exception("metrics: answering a scrape failed; a bug: please report it")
-        finally:
-            self._clients.discard(task)
-            if not writer.is_closing():
-                writer.transport.abort()
-
-    async def _answer(self, head: bytes) -> tuple[int, bytes, list[str]]:
-        """Status, body and extra headers for one request head."""
-        line = head.split(b"\r\n", 1)[0].decode("latin-1")
-        parts = line.split(" ")
-        if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
-            return 400, b"not an HTTP/1 request\n", []
-        method, target = parts[0], parts[1]
-        if target.partition("?")[0] != "/metrics":
-            return 404, b"only /metrics is served here\n", []
-        if method not in ("GET", "HEAD"):
-            return 405, b"GET /metrics\n", ["Allow: GET, HEAD"]
-        return 200, await self.exposition(), []
 
 
 class _Collector(Collector):
