@@ -122,7 +122,8 @@ class Cluster:
 
     ``members`` is the live membership as last seen; ``leading`` is set while
     this instance holds the lease, and ``changed`` is called when the
-    membership changes (the poller takes its new share)."""
+    membership changes (the poller takes its new share); ``redis_seen``,
+    when Redis stops or starts answering the heartbeat (notifications)."""
 
     def __init__(
         self,
@@ -146,6 +147,7 @@ class Cluster:
         self._lead = redis.register_script(_LEAD)
         self._resign = redis.register_script(_RESIGN)
         self._healthy = True
+        self.redis_seen: Callable[[bool], None] | None = None
         self.started = time.time()
 
     # -- the split of the switches -------------------------------------------
@@ -228,10 +230,14 @@ class Cluster:
                     if not self._healthy:
                         logger.warning("Redis is reachable again; the cluster heartbeat goes on")
                         self._healthy = True
+                        if self.redis_seen is not None:
+                            self.redis_seen(True)
                 except RedisError as exc:
                     if self._healthy:
                         logger.error("cluster heartbeat failed: %s; retrying", exc)
                         self._healthy = False
+                        if self.redis_seen is not None:
+                            self.redis_seen(False)
                 if self.leading.is_set() and self._lease_at_risk():
                     self._follow("the lease could not be renewed in time")
                 await pause(interval)

@@ -115,6 +115,8 @@ class Parts:
         else:
             cluster = self.cluster
             cluster.changed = self.poller.reshare
+            if self.notifications is not None:
+                cluster.redis_seen = self.notifications.redis_seen
             self.services[f"cluster member {cluster.instance}"] = cluster.run
             self.services["leadership"] = lambda: lead(cluster, self.publisher, self.leading)
 

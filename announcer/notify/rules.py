@@ -185,6 +185,19 @@ class Debouncer:
             if not group.events:
                 del self._groups[key]
 
+    def take_in_process(self) -> list[Group]:
+        """Remove and return the groups of in-process events (links,
+        prompts), whatever their window: only this process knows them."""
+        taken = []
+        for key, group in list(self._groups.items()):
+            mine = [e for e in group.events if e.stream_id is None]
+            if mine:
+                taken.append(Group(key, group.due, mine))
+                group.events = [e for e in group.events if e.stream_id is not None]
+            if not group.events:
+                del self._groups[key]
+        return taken
+
     def held_ids(self) -> list[str]:
         return [i for g in self._groups.values() for i in g.stream_ids]
 

@@ -8,40 +8,37 @@ stopped may be sent again. Link changes (AMI, the Redis-key mirror, Redis
 itself) come in-process through ``link_changed``: they cannot travel
 through a Redis that is gone.
 
+What only this process knows (a link lost, a prompt that failed) would be
+lost with it: when the service stops (SIGTERM, or this instance no longer
+leads) it is told at once rather than at the end of its grouping window,
+within ``LAST_WORDS_S``. An instance of a cluster steps down when Redis is
+lost, so the leader that told "Redis lost" is also the one that tells "Redis
+back", when its cluster heartbeat reaches Redis again (``redis_seen``).
+
 Events wait ``[notify] debounce_s`` in the ``rules.Debouncer``, then each
 group becomes one message (``messages.render``) for every subscriber who
-chose its kind and district. Each subscriber has its own queue and task, so
-a slow or dead destination delays only its own messages; every destination
-gets ``attempts`` tries with a doubling pause, then the failure is logged
-with the subscriber's name and the reason. ``sent``, ``failed`` and
-``pending`` count deliveries (one message to one destination).
+chose its kind and district, handed to the ``outbox.Outbox``, which
+delivers it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from announcer.cancel import raise_if_cancelled
-from announcer.config import NotifySubscriber, Settings
+from announcer.config import Settings
 from announcer.inventory.store import InventoryStore
 from announcer.keys import Keys
-from announcer.notify.deliver import (
-    AppriseDestination,
-    Destination,
-    WebhookDestination,
-    deliver,
-)
 from announcer.notify.messages import CUT_OFF_STATES, Context, Message, extent, render
+from announcer.notify.outbox import Outbox, Subscriber
 from announcer.notify.rules import (
     ENDING,
     Debouncer,
@@ -66,39 +63,13 @@ FIRST_BACKOFF_S = 1.0
 MAX_BACKOFF_S = 30.0
 #: Writing the cursor on the way out may take this long at most.
 EXIT_SAVE_S = 2.0
-
-
-@dataclass
-class _Delivery:
-    token: int
-    message: Message
-
-
-@dataclass
-class _Subscriber:
-    """A subscriber as the service keeps it: its destinations and its queue."""
-
-    config: NotifySubscriber
-    destinations: list[Destination]
-    districts: set[str] = field(default_factory=set)
-    """its districts as inventory ids (names resolved)"""
-    queue: asyncio.Queue[_Delivery] = field(default_factory=asyncio.Queue)
-    failing: set[str] = field(default_factory=set)
-    """destinations whose last message was given up"""
-
-    @property
-    def name(self) -> str:
-        return self.config.name
+#: Telling what only this process knows, on the way out, may take this long at most.
+LAST_WORDS_S = 5.0
 
 
 def _order(entry_id: str) -> tuple[int, ...]:
     """A stream entry id as numbers: "1700000000000-10" comes after "...-9"."""
     return tuple(int(part) for part in entry_id.split("-"))
-
-
-def _destinations(config: NotifySubscriber, timeout_s: float) -> list[Destination]:
-    made: list[Destination] = [AppriseDestination(url, timeout_s) for url in config.urls]
-    return made + [WebhookDestination(url) for url in config.webhooks]
 
 
 class Notifications:
@@ -108,21 +79,10 @@ class Notifications:
         self.redis = redis
         self.keys = keys
         self.settings = settings
-        notify = settings.notify
-        self.subscribers = [
-            _Subscriber(s, _destinations(s, notify.timeout_s)) for s in notify.subscribers
-        ]
-        self.sent = 0
-        """deliveries made (one message to one destination)"""
-        self.failed = 0
-        """deliveries given up after every attempt"""
-        self.pending = 0
-        """deliveries queued or being attempted"""
-        self._debouncer = Debouncer(notify.debounce_s)
+        self.outbox = Outbox(settings.notify, self._save_quietly)
+        self.subscribers = self.outbox.subscribers
+        self._debouncer = Debouncer(settings.notify.debounce_s)
         self._wake = asyncio.Event()
-        self._tokens = itertools.count(1)
-        self._outstanding: dict[int, tuple[list[str], int]] = {}
-        """a group being delivered: its stream entries, deliveries still to finish"""
         self._flushing: list[Group] = []
         """groups taken from the debouncer and not yet handed to subscribers"""
         self._read_id: str | None = None
@@ -131,6 +91,9 @@ class Notifications:
         """the cursor in Redis is behind: a save failed"""
         self._links: dict[str, dict[str, bool]] = {}
         """link -> observer -> up"""
+        self._told_lost: set[str] = set()
+        """links whose loss subscribers were told, and not yet their return"""
+        self._running = False
         self._redis_up = True
         self._inventory = InventoryStore(redis, keys)
         self._states = StateStore(redis, keys)
@@ -141,6 +104,21 @@ class Notifications:
         self._cut_off: set[str] = set()
         self._remembered: dict[str, tuple[str, ...]] = {}
         self._warned_districts: set[tuple[str, str]] = set()
+
+    @property
+    def sent(self) -> int:
+        """Deliveries made (one message to one destination)."""
+        return self.outbox.sent
+
+    @property
+    def failed(self) -> int:
+        """Deliveries given up after every attempt."""
+        return self.outbox.failed
+
+    @property
+    def pending(self) -> int:
+        """Deliveries queued or being attempted."""
+        return self.outbox.pending
 
     @property
     def held(self) -> int:
@@ -163,6 +141,21 @@ class Notifications:
         self._debouncer.add(link_event(name, up, reason, time.time()), time.monotonic())
         self._wake.set()
 
+    def redis_seen(self, up: bool) -> None:
+        """The cluster heartbeat reached Redis (or did not). While this
+        instance leads, the event reader speaks for Redis; after it stepped
+        down having told "Redis lost", nobody else knows to tell its return,
+        so this instance does, when its heartbeat reaches Redis again."""
+        if not up or self._running or REDIS_LINK not in self._told_lost:
+            return
+        self._links.pop(REDIS_LINK, None)  # its observers have stopped with the lead
+        group = Group(f"link:{REDIS_LINK}", 0.0, [link_event(REDIS_LINK, True, "", time.time())])
+        worded = self._choose(group, self._known_context())
+        if worded is None:
+            return
+        message, chosen = worded
+        self.outbox.send_aside([(subscriber, message) for subscriber in chosen])
+
     # the service ----------------------------------------------------------------
 
     async def run(self) -> None:
@@ -170,16 +163,41 @@ class Notifications:
         names = ", ".join(s.name for s in self.subscribers)
         logger.info("notifications to %s", names or "nobody (no [[notify.subscribers]])")
         self._start_afresh()
+        self._running = True
         try:
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(self._read(), name="notifications: the event stream")
                 tasks.create_task(self._group(), name="notifications: grouping")
-                for subscriber in self.subscribers:
-                    tasks.create_task(self._serve(subscriber), name=f"notify {subscriber.name}")
+                tasks.create_task(self.outbox.run(), name="notifications: delivering")
         finally:
+            self._running = False
             with contextlib.suppress(RedisError, OSError, TimeoutError):
                 async with asyncio.timeout(EXIT_SAVE_S):
                     await self._save()
+            await self._last_words()
+
+    async def _last_words(self) -> None:
+        """Tell now what only this process knows: the in-process groups still
+        held for grouping, and their messages still queued. What came from
+        the stream is left to the cursor (the next leader reads it again)."""
+        told = self.outbox.take_in_process()
+        ctx = self._known_context()
+        for group in self._debouncer.take_in_process():
+            chosen = self._choose(group, ctx)
+            if chosen is not None:
+                told += [(subscriber, chosen[0]) for subscriber in chosen[1]]
+        if not told:
+            return
+        logger.info("notifications: telling %d held messages before stopping", len(told))
+        try:
+            async with asyncio.timeout(LAST_WORDS_S):
+                await self.outbox.send_now(told)
+        except TimeoutError:
+            logger.error(
+                "notifications: %d held messages were not all told within %g s",
+                len(told),
+                LAST_WORDS_S,
+            )
 
     def _start_afresh(self) -> None:
         """Forget what a previous run (before this instance lost and regained
@@ -188,10 +206,7 @@ class Notifications:
         self._read_id = None
         self._debouncer.forget_stream()
         self._flushing.clear()
-        self._outstanding.clear()
-        self.pending = 0
-        for subscriber in self.subscribers:
-            subscriber.queue = asyncio.Queue()
+        self.outbox.reset()
 
     # reading --------------------------------------------------------------------
 
@@ -280,7 +295,7 @@ class Notifications:
             pending = [
                 *self._debouncer.held_ids(),
                 *(i for g in self._flushing for i in g.stream_ids),
-                *(i for ids, _ in self._outstanding.values() for i in ids),
+                *self.outbox.stream_ids(),
             ]
             await self.redis.hset(
                 self.keys.notify_cursor,
@@ -321,14 +336,25 @@ class Notifications:
                     await self._wake.wait()
 
     def _dispatch(self, group: Group, ctx: Context) -> None:
+        worded = self._choose(group, ctx)
+        if worded is None:
+            return
+        message, chosen = worded
+        self.outbox.post(message, chosen, group.stream_ids)
+
+    def _choose(self, group: Group, ctx: Context) -> tuple[Message, list[Subscriber]] | None:
+        """The message for ``group`` and who is to get it; None: nobody."""
         try:
             message = render(group, ctx)
         except Exception:  # a wording bug must not stop the notifications
             logger.exception("could not word the notification for %s; it is skipped", group.key)
-            return
+            return None
         self._remember(group, ctx)
         if message is None:
-            return
+            return None
+        if "link" in group.kinds:
+            link, last = group.events[-1].fields.get("link", ""), group.events[-1].action
+            (self._told_lost.add if last == "lost" else self._told_lost.discard)(link)
         where = districts_of(group, ctx.district_of)
         chosen = [
             s
@@ -337,13 +363,9 @@ class Notifications:
         ]
         if not chosen:
             logger.info("notification %r: no subscriber for it", message.title)
-            return
+            return None
         logger.info("notification %r to %s", message.title, ", ".join(s.name for s in chosen))
-        token = next(self._tokens)
-        self._outstanding[token] = (group.stream_ids, len(chosen))
-        for subscriber in chosen:
-            self.pending += len(subscriber.destinations)
-            subscriber.queue.put_nowait(_Delivery(token, message))
+        return message, chosen
 
     def _remember(self, group: Group, ctx: Context) -> None:
         """Which switches each outage cut off, for the message that it cleared."""
@@ -383,6 +405,10 @@ class Notifications:
             self._cut_off = {s for s, v in states.items() if v.get("state") in CUT_OFF_STATES}
         except (RedisError, OSError) as exc:
             logger.debug("notifications word this without fresh states: %s", exc)
+        return self._known_context()
+
+    def _known_context(self) -> Context:
+        """What the messages need, as last read from Redis."""
         _, district_of, names, numbers = self._topology
         return Context(
             language=self.settings.announcements.language,
@@ -393,50 +419,4 @@ class Notifications:
             cut_off=set(self._cut_off),
             remembered=dict(self._remembered),
             restored_s=self.settings.announcements.restored_s,
-        )
-
-    # delivering -----------------------------------------------------------------
-
-    async def _serve(self, subscriber: _Subscriber) -> None:
-        """One subscriber's messages, in order, each to all its destinations at once."""
-        while True:
-            raise_if_cancelled()
-            delivery = await subscriber.queue.get()
-            await asyncio.gather(
-                *(self._send(subscriber, d, delivery.message) for d in subscriber.destinations)
-            )
-            ids, left = self._outstanding.pop(delivery.token)
-            if left > 1:
-                self._outstanding[delivery.token] = (ids, left - 1)
-            else:
-                await self._save_quietly()
-
-    async def _send(self, subscriber: _Subscriber, to: Destination, message: Message) -> None:
-        notify = self.settings.notify
-        try:
-            reason = await deliver(
-                to,
-                message,
-                attempts=notify.attempts,
-                backoff_s=notify.retry_backoff_s,
-                timeout_s=notify.timeout_s,
-            )
-        finally:
-            self.pending -= 1
-        if reason is None:
-            self.sent += 1
-            if to.shown in subscriber.failing:
-                subscriber.failing.discard(to.shown)
-                logger.warning("notifications reach %s (%s) again", subscriber.name, to.shown)
-            return
-        self.failed += 1
-        subscriber.failing.add(to.shown)
-        logger.error(
-            "notification %r to %s (%s) failed %d times, the last: %s; it is given up."
-            " Check the URL in [[notify.subscribers]] and that the service answers",
-            message.title,
-            subscriber.name,
-            to.shown,
-            notify.attempts,
-            reason,
         )

@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
-from announcer.config import AmiSettings, DropboxSettings, Settings
-from announcer.daemon import make_mirrors
+from announcer.cluster import Cluster
+from announcer.config import AmiSettings, ClusterSettings, DropboxSettings, Settings
+from announcer.daemon import lead, make_mirrors
 from announcer.dropbox import Dropbox
 from announcer.keys import Keys
 from announcer.notify.service import Notifications
@@ -311,6 +312,31 @@ async def test_an_ami_link_lost_and_regained_is_told_twice(
     assert (back["action"], back["ongoing"]) == ("regained", False)
 
 
+async def test_an_ami_link_lost_just_before_stopping_is_still_told(
+    city: Settings, redis: Redis, keys: Keys, hooks: Hooks
+) -> None:
+    """Only this process knows a link is lost: stopping within the grouping
+    window tells it at once rather than taking it along."""
+    port = free_tcp_port()
+    ami = AmiSettings(enabled=True, port=port, timeout_s=2, max_backoff_s=0.5)
+    settings = with_subscribers(
+        city, subscriber("noc", webhooks=[hooks.url("/noc")]), debounce_s=30
+    ).model_copy(update={"ami": ami})
+    service = Notifications(redis, keys, settings)
+    [mirror] = make_mirrors(redis, keys, settings, link_changed=service.link_changed)
+    async with running(service):
+        mirror_task = asyncio.create_task(mirror.run())
+        try:
+            await eventually(lambda: mirror.status.state == "down", "the link to be lost")
+            await eventually(lambda: service.held == 1, "the loss held for grouping")
+            assert hooks.posts == []
+        finally:
+            await stopped(mirror_task)
+    [lost] = hooks.to("/noc")
+    assert lost["title"] == f"Link lost: AstDB over AMI at 127.0.0.1:{port}"
+    assert service.held == service.pending == 0
+
+
 async def test_redis_lost_and_regained_is_told_without_redis(
     city: Settings, redis: Redis, keys: Keys, hooks: Hooks, redis_url: str
 ) -> None:
@@ -373,3 +399,46 @@ async def test_redis_lost_under_the_redis_key_mirror_too_is_one_message(
         await door.shut()
         await client.aclose()
     assert [post["title"] for post in hooks.to("/noc")] == ["Link lost: Redis", "Link back: Redis"]
+
+
+async def test_a_leader_that_loses_redis_tells_it_and_its_return_once(
+    city: Settings, redis: Redis, keys: Keys, hooks: Hooks, redis_url: str
+) -> None:
+    """Two instances of a cluster; Redis goes away for both. The leader steps
+    down before its grouping window ends: it tells "Redis lost" on its way
+    out, and "Redis back" when its heartbeat reaches Redis again, whoever
+    leads then; the other instance tells nothing."""
+    door = RedisProxy(redis_url)
+    await door.open()
+    settings = with_subscribers(
+        city, subscriber("noc", webhooks=[hooks.url("/noc")]), debounce_s=30
+    )
+    through = settings.redis.model_copy(update={"url": door.url, "timeout_ms": 500})
+    settings = settings.model_copy(update={"redis": through})
+    lease = ClusterSettings(enabled=True, heartbeat_s=0.3, lease_s=1.5)
+    clusters: list[Cluster] = []
+    async with contextlib.AsyncExitStack() as stack:
+        stack.push_async_callback(door.shut)
+        for name in ("east", "west"):
+            client = connect(through)
+            stack.push_async_callback(client.aclose)
+            service = Notifications(client, keys, settings)
+            cluster = Cluster(client, keys, lease.model_copy(update={"instance": name}))
+            cluster.redis_seen = service.redis_seen
+            clusters.append(cluster)
+            publisher = Publisher(client, keys, settings, None)
+            for work in (cluster.run(), lead(cluster, publisher, {"notify": service.run})):
+                stack.push_async_callback(stopped, asyncio.create_task(work))
+        await eventually(lambda: any(c.leading.is_set() for c in clusters), "a leader")
+        await eventually(lambda: redis.exists(keys.notify_cursor), "the leader to read")
+        await door.shut()
+        await eventually(lambda: len(hooks.posts) >= 1, "the leader to tell Redis lost")
+        assert not any(c.leading.is_set() for c in clusters)
+        await door.open()
+        await eventually(lambda: len(hooks.posts) >= 2, "Redis back to be told")
+        await eventually(lambda: any(c.leading.is_set() for c in clusters), "a leader again")
+        await asyncio.sleep(1.0)  # anything more would come now
+    lost, back = hooks.to("/noc")
+    assert lost["title"] == "Link lost: Redis"
+    assert "cannot publish announcements" in lost["message"]
+    assert back["title"] == "Link back: Redis"
