@@ -22,7 +22,7 @@ from announcer import probes
 from announcer.cluster import Cluster
 from announcer.config import Settings
 from announcer.dropbox import Dropbox
-from announcer.heard import HeardLog
+from announcer.heard import HeardLog, HeardOverAmi
 from announcer.inventory.store import InventoryStore
 from announcer.keys import Keys
 from announcer.lookup import Lookup
@@ -243,6 +243,8 @@ def make_mirrors(
     if settings.ami.enabled:
         ami = settings.ami
         sink = AstDbSink(ami)
+        phones = PhoneNormaliser(settings.phones.default_region)
+        sink.heard = HeardOverAmi(HeardLog(redis, keys), Lookup(redis, keys, phones))
         made.append(
             Mirror(
                 sink,

@@ -6,8 +6,8 @@ Two streams hold the facts (``announcer.report_reader`` reads them):
   ``at`` when it was declared, ``silent_since`` its first missed probe) and
   every change of the active set (``kind=announcement``: opened, updated or
   closed, with the id, scope, source and targets);
-* ``P:heard``: every FastAGI lookup that played a prompt (the announcement,
-  the caller's number, switch and district).
+* ``P:heard``: every call played a prompt, by FastAGI or by the AstDB
+  dialplan (the announcement, the caller's number, switch and district).
 
 An announcement id comes back (``auto-district-north`` opens again at the
 next outage there), so a row is one *episode*: from its ``opened`` event to

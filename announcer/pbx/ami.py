@@ -3,8 +3,11 @@
 Entries go to ``<family>/<E.164 digits>`` and ``<family>/global`` with
 ``DBPut``, leave with ``DBDel``, are read back with ``DBGetTree``, and the
 lease is ``<family>/lease`` (see ``announcer.pbx.mirror``). The AMI login
-needs ``write = system`` (DB actions) and ``read = system`` in manager.conf;
-events are switched off for this login, announcer does not need them.
+needs ``write = system`` (DB actions) and ``read = system,user`` in
+manager.conf. Of the events it asks only for the user class, and of those
+takes ``UserEvent(AnnouncerHeard, ...)``: the dialplan's word that a caller
+was played a mirrored prompt, handed to ``heard`` (statistics). A login
+without ``read = user`` mirrors all the same; only those calls go uncounted.
 
 The protocol is panoramisk's; the connection's life is ours. panoramisk's
 ``Manager`` reconnects by itself at a fixed interval and queues actions sent
@@ -17,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 from panoramisk import Manager  # type: ignore[import-untyped]
@@ -27,6 +30,8 @@ from announcer.pbx.mirror import LEASE, LinkDown
 
 logger = logging.getLogger(__name__)
 
+#: The UserEvent the AstDB dialplan sends for a caller played a prompt.
+HEARD_EVENT = "AnnouncerHeard"
 #: DBDel of an entry that is not there answers this; it is what was wanted.
 _ABSENT = "database entry not found"
 #: Actions written between two turns of the event loop. panoramisk spends
@@ -62,6 +67,8 @@ class AstDbSink:
         self.name = f"AstDB over AMI at {settings.host}:{settings.port}"
         self._manager: Any = None
         self._lost: str | None = None
+        self.heard: Callable[[Mapping[str, str]], None] | None = None
+        """told the fields of every AnnouncerHeard event"""
 
     @property
     def connected(self) -> bool:
@@ -78,12 +85,13 @@ class AstDbSink:
             port=s.port,
             username=s.username,
             secret=s.secret,
-            events="off",
+            events="user",
             loop=asyncio.get_running_loop(),
             on_disconnect=self._on_disconnect,
             log=logger,
         )
         self._manager = manager
+        manager.register_event("UserEvent", self._user_event)
         try:
             async with asyncio.timeout(s.timeout_s):
                 await manager.connect()
@@ -106,6 +114,10 @@ class AstDbSink:
                 " check [ami] username and secret against Asterisk's manager.conf"
             )
         logger.info("AMI: logged in to %s:%d as %s", s.host, s.port, s.username)
+
+    def _user_event(self, _manager: Any, event: Mapping[str, Any]) -> None:
+        if self.heard is not None and event.get("UserEvent") == HEARD_EVENT:
+            self.heard({str(k): _text(v) for k, v in event.items()})
 
     def _on_disconnect(self, _manager: Any, exc: Exception | None) -> None:
         self._lost = f"the AMI connection was lost ({exc or 'closed by Asterisk'})"

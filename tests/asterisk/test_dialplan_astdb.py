@@ -22,6 +22,8 @@ from redis.asyncio import Redis
 
 from announcer.announce_store import AnnouncementStore
 from announcer.config import AmiSettings, PromptSettings, Settings
+from announcer.daemon import make_mirrors
+from announcer.heard import HeardLog
 from announcer.keys import Keys
 from announcer.pbx.ami import AstDbSink
 from announcer.pbx.mirror import LEASE, LinkDown, Mirror, Truth
@@ -58,8 +60,11 @@ exten => 2,1,Gosub(announcer-astdb,s,1(early))
 
 
 @pytest.fixture
-def pbx(sandbox: Path) -> Iterator[Asterisk]:
-    with Asterisk(sandbox, extensions=dialplan(), extra_modules=["func_db"]) as running:
+def pbx(sandbox: Path, request: pytest.FixtureRequest) -> Iterator[Asterisk]:
+    """Without app_userevent unless a test asks for more modules (indirect
+    parametrisation): the calls must go on without it."""
+    modules = ["func_db", *getattr(request, "param", ())]
+    with Asterisk(sandbox, extensions=dialplan(), extra_modules=modules) as running:
         yield running
 
 
@@ -154,6 +159,8 @@ async def test_affected_callers_in_every_form_hear_the_prompt(
             assert played(call) == f"{pbx.root}/sounds/north-outage", (caller, call.summary())
             assert call.variables["ANNOUNCER_ID"] == ident
             assert call.variables["ANNOUNCER_SCOPE"] == "district"
+            # no app_userevent here: the call is only not counted
+            assert call.variables["TRYSTATUS"] == "NOAPP", call.summary()
         for caller in (SOUTH_CALLER, UNKNOWN_CALLER, ""):
             assert played(await ami.originate("1", ENTRY, callerid=caller)) is None, caller
 
@@ -349,3 +356,32 @@ async def test_a_prompt_whose_sound_is_missing_counts_as_not_heard(
         assert call.variables["REACHED_QUEUE"] == "1", call.summary()
         assert call.variables["ANNOUNCER_PROMPT"] == f"{pbx.root}/sounds/gone"
         assert call.variables["ANNOUNCER_RESULT"] == "none", call.summary()
+
+
+@pytest.mark.parametrize("pbx", [("app_userevent",)], indirect=True)
+async def test_callers_played_a_mirrored_prompt_are_counted_for_the_report(
+    city: Settings, redis: Redis, keys: Keys, pbx: Asterisk
+) -> None:
+    """The dialplan tells announcer over AMI (UserEvent), which records the
+    call like a FastAGI lookup: the report counts AstDB calls too."""
+    audio = sound(pbx, "north-outage")
+    ident = await announce(redis, keys, city, StaffRequest(districts=("north",), audio=audio))
+    settings = city.model_copy(update={"ami": ami_settings(pbx)})
+    [mirror] = make_mirrors(redis, keys, settings)
+    log = HeardLog(redis, keys)
+    async with pbx.ami() as ami, running(mirror):
+        await eventually(lambda: _has(ami, "79161234567"))
+        heard = await ami.originate("2", ENTRY, callerid=CALLER_FORMS[2])
+        unaffected = await ami.originate("1", ENTRY, callerid=SOUTH_CALLER)
+        assert played(heard) == f"{pbx.root}/sounds/north-outage"
+        assert played(unaffected) is None
+        assert "UserEvent" not in unaffected.applications
+        await eventually(lambda: _counted(log, 1))
+    [entry] = await log.entries()
+    assert entry["announcement"] == ident
+    assert (entry["phone"], entry["caller"]) == ("+79161234567", CALLER_FORMS[2])
+    assert (entry["scope"], entry["switch"], entry["district"]) == ("district", "n1", "north")
+
+
+async def _counted(log: HeardLog, calls: int) -> bool:
+    return len(await log.entries()) >= calls
