@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import secrets
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -134,3 +135,9 @@ class Topology:
     district_names: dict[str, str] = field(default_factory=dict)
     subscribers: dict[str, int] = field(default_factory=dict)
     """switch id -> subscriber numbers on it (for the district share)"""
+
+
+def event_targets(fields: Mapping[str, str]) -> list[str]:
+    """The targets of an announcement event on the stream (the publisher
+    joins them with commas)."""
+    return [t for t in fields.get("targets", "").split(",") if t]

@@ -29,6 +29,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from announcer.announcements import event_targets
+
 #: States in which a switch is at the root of an outage.
 ROOT_STATES = frozenset({"down", "flapping"})
 #: States in which a switch cannot be reached, whatever the cause.
@@ -226,10 +228,6 @@ def _number(text: str | None) -> float | None:
         return None
 
 
-def _targets(fields: Mapping[str, str]) -> list[str]:
-    return [t for t in fields.get("targets", "").split(",") if t]
-
-
 def _source_of(ident: str) -> str:
     return next((source for prefix, source in _SOURCES if ident.startswith(prefix)), "")
 
@@ -315,7 +313,7 @@ class _Tally:
         elif action == "updated":
             episode = self.live.get(ident) or self._orphan(ident, f)
             known = set(episode.row.targets)
-            episode.row.targets += [t for t in _targets(f) if t not in known]
+            episode.row.targets += [t for t in event_targets(f) if t not in known]
             episode.row.text = f.get("text", episode.row.text)
         elif action == "closed":
             episode = self.live.get(ident) or self._orphan(ident, f)
@@ -419,7 +417,7 @@ def _row(ident: str, fields: Mapping[str, str], published: float | None) -> Anno
         id=ident,
         source=fields.get("source") or _source_of(ident),
         scope=fields.get("scope", ""),
-        targets=_targets(fields),
+        targets=event_targets(fields),
         districts=[],
         text=fields.get("text", ""),
         published=published,

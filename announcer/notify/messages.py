@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from announcer.announcements import Scope
+from announcer.announcements import Scope, event_targets
 from announcer.notify.rules import ENDING, Event, Group, root_of
 from announcer.notify.words import say
 
@@ -83,10 +83,6 @@ def _number(value: str | None) -> float | None:
         return None
 
 
-def _targets(fields: Mapping[str, str]) -> list[str]:
-    return [t for t in fields.get("targets", "").split(",") if t]
-
-
 def _listed(ctx: Context, names: Sequence[str]) -> str:
     if len(names) <= NAMED_SWITCHES:
         return ", ".join(names)
@@ -102,7 +98,7 @@ def _district_names(ctx: Context, ids: Sequence[str]) -> str:
 
 def where(ctx: Context, fields: Mapping[str, str], hears: bool = False) -> str:
     """The place an announcement covers, in words."""
-    scope, targets = fields.get("scope", ""), _targets(fields)
+    scope, targets = fields.get("scope", ""), event_targets(fields)
     if scope == Scope.GLOBAL or not targets:
         return _w(ctx, "everyone_hears" if hears else "everyone")
     if scope == Scope.DISTRICT:
@@ -121,7 +117,7 @@ def where(ctx: Context, fields: Mapping[str, str], hears: bool = False) -> str:
 
 def extent(ctx: Context, fields: Mapping[str, str]) -> list[str]:
     """The switches an outage announcement cuts off, as far as known now."""
-    scope, targets = fields.get("scope", ""), _targets(fields)
+    scope, targets = fields.get("scope", ""), event_targets(fields)
     if scope == Scope.SWITCH:
         return sorted(targets)
     if scope == Scope.DISTRICT:
@@ -131,7 +127,7 @@ def extent(ctx: Context, fields: Mapping[str, str]) -> list[str]:
 
 def _districts(ctx: Context, fields: Mapping[str, str], switches: Sequence[str]) -> list[str]:
     if fields.get("scope") == Scope.DISTRICT:
-        return _targets(fields)
+        return event_targets(fields)
     return sorted({ctx.district_of[s] for s in switches if s in ctx.district_of})
 
 
@@ -200,7 +196,7 @@ def _widest(events: Mapping[str, Event]) -> str:
         events,
         key=lambda i: (
             _SCOPE_RANK.get(events[i].fields.get("scope", ""), 0),
-            len(_targets(events[i].fields)),
+            len(event_targets(events[i].fields)),
             i,
         ),
     )
@@ -366,7 +362,7 @@ def _announcement(group: Group, ctx: Context) -> Message:
         lines.append(("Callers hear", f"«{text}»" if text else _w(ctx, "recording")))
     lines.append(("Announcement", ident))
     payload = _base(group, ctx, fields)
-    targets = _targets(fields)
+    targets = event_targets(fields)
     payload.update(
         action=main.action,
         ongoing=ongoing,

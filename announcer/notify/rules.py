@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from announcer.announcements import Scope, Source
+from announcer.announcements import Scope, Source, event_targets
 
 #: Announcement actions as the publisher writes them, as people say them.
 OUTAGE_ACTIONS = {"opened": "opened", "updated": "updated", "closed": "cleared"}
@@ -66,7 +66,7 @@ def root_of(announcement_id: str) -> str | None:
 def outage_key(fields: Mapping[str, str], district_of: Mapping[str, str]) -> str:
     """``outage:<district>`` of an automatic (or restored) announcement."""
     scope = fields.get("scope", "")
-    targets = [t for t in fields.get("targets", "").split(",") if t]
+    targets = event_targets(fields)
     if scope == Scope.GLOBAL or not targets:
         return "outage:global"
     if scope == Scope.DISTRICT:
@@ -213,7 +213,7 @@ def districts_of(group: Group, district_of: Mapping[str, str]) -> set[str] | Non
         if e.fields.get("kind") != "announcement":
             continue
         scope = e.fields.get("scope", "")
-        targets = [t for t in e.fields.get("targets", "").split(",") if t]
+        targets = event_targets(e.fields)
         if scope == Scope.GLOBAL:
             return None
         if scope == Scope.DISTRICT:
